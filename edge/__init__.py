@@ -1,0 +1,1 @@
+"""The silhouette-edge package: from trained person models to edge devices."""

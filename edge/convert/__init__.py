@@ -1,0 +1,1 @@
+"""Host-only conversion: export, calibration, quantization, verification."""

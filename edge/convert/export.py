@@ -1,0 +1,152 @@
+"""Export the trained models to ONNX and assemble an FP32 bundle (host only)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from edge import schema
+from edge.bundle import sha256_file, write_manifest
+from edge.convert import attribute_net
+
+DETECTOR_SIZE = 640
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    """Return the installed versions of ``packages`` (``"absent"`` when not installed)."""
+    out = {}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def load_yolo(weights: Path) -> Any:
+    """Load an Ultralytics checkpoint, failing clearly when the file is missing.
+
+    Ultralytics is imported here, not at module level: importing it sets
+    ``OMP_NUM_THREADS=1`` for the whole process.
+    """
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: no such weights file (run `make models`)")
+    from ultralytics import YOLO
+
+    return YOLO(str(weights))
+
+
+def export_detector(weights: Path, out: Path) -> dict[str, Any]:
+    """Export a YOLOv8 checkpoint with Ultralytics' stock head and describe it.
+
+    Parameters
+    ----------
+    weights : Path
+        The ``.pt`` checkpoint.
+    out : Path
+        Where to write the ``.onnx``.
+
+    Returns
+    -------
+    dict
+        The manifest entry (without ``sha256``).
+    """
+    model = load_yolo(weights)
+    exported = model.export(
+        format="onnx", imgsz=DETECTOR_SIZE, opset=13, simplify=True, dynamic=False, verbose=False
+    )
+    shutil.move(exported, out)
+    classes = [model.names[i] for i in range(len(model.names))]
+    return {
+        "task": "detector",
+        "file": out.name,
+        "format": "onnx",
+        "input": {
+            "name": "images", "shape": [1, 3, DETECTOR_SIZE, DETECTOR_SIZE],
+            "layout": "NCHW", "dtype": "float32",
+        },
+        "preprocess": {
+            "resize": "letterbox", "pad_value": 114, "color": "RGB",
+            "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0],
+        },
+        "output": {"layout": "yolov8-stock", "names": ["output0"]},
+        "classes": classes,
+        # The default checkpoint's classes ("normal", "fall") are both people.
+        "person_classes": list(range(len(classes))),
+        "quantization": {"dtype": "float32"},
+        "source": {"weights": Path(weights).name, "sha256": sha256_file(Path(weights))},
+    }
+
+
+def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) -> dict[str, Any]:
+    """Export the attribute network (trained checkpoint, or seeded untrained) and describe it."""
+    if checkpoint is not None:
+        net = attribute_net.load_checkpoint(checkpoint)
+    else:
+        net = attribute_net.build_untrained(arch, shared=True, seed=seed)
+    io = attribute_net.export_onnx(net, out)
+    return {
+        "task": "attributes",
+        "file": out.name,
+        "format": "onnx",
+        **io,
+        "schema": schema.as_manifest(),
+        "trained": checkpoint is not None,
+        "architecture": {**net.describe(), "seed": None if checkpoint else seed},
+        "quantization": {"dtype": "float32"},
+    }
+
+
+@contextmanager
+def staging(out: Path):
+    """Yield a temporary folder that replaces ``out`` only if the block succeeds.
+
+    A failed export leaves no half-written bundle that looks valid.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_fp32_bundle(
+    weights: Path,
+    out: Path,
+    *,
+    attr_arch: str = "resnet50",
+    attr_seed: int = 0,
+    attr_checkpoint: Path | None = None,
+) -> Path:
+    """Build the FP32 ``cpu`` bundle: detector and attribute ONNX plus the manifest.
+
+    Returns
+    -------
+    Path
+        The bundle folder ``out``.
+    """
+    with staging(out) as tmp:
+        manifest = {
+            "name": out.parent.name,
+            "target": "cpu",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "tools": tool_versions("ultralytics", "torch", "onnx", "onnxruntime"),
+            "models": {
+                "detector": export_detector(weights, tmp / "detector.onnx"),
+                "attributes": export_attributes(
+                    tmp / "attributes.onnx", attr_arch, attr_seed, attr_checkpoint
+                ),
+            },
+        }
+        write_manifest(tmp, manifest)
+    return out

@@ -1,0 +1,1 @@
+"""What runs on a device: backends, detection, tracking, attributes, sources, sinks."""

@@ -1,0 +1,116 @@
+"""Person-attribute classification: crop pre-processing and decoding the nine heads.
+
+Pre-processing follows the original system: resize the crop's longest side to the
+input size with bicubic interpolation, then centre it on a black square of that size
+(torchvision's ``CenterCrop`` pads a smaller image with zeros), RGB, ImageNet mean and
+std. Training uses :func:`prepare_crop` too, so both see identical pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.runtime.backends.base import Backend
+from edge.runtime.detector import to_tensor
+
+
+def prepare_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """Resize a BGR crop's longest side to ``size`` (bicubic) and centre it on black.
+
+    Returns
+    -------
+    np.ndarray
+        ``size x size x 3`` uint8, still BGR.
+    """
+    h, w = crop.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(round(w * scale), 1), max(round(h * scale), 1)
+    resized = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_CUBIC)
+    square = np.zeros((size, size, 3), np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    square[top : top + new_h, left : left + new_w] = resized
+    return square
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, numerically stable."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class AttributeClassifier:
+    """The attribute model on any backend: crops in, one label per attribute out.
+
+    Parameters
+    ----------
+    backend : Backend
+        The backend holding the attribute model.
+    entry : dict
+        The manifest's ``attributes`` entry (its ``schema`` names the labels).
+    """
+
+    def __init__(self, backend: Backend, entry: dict[str, Any]) -> None:
+        self.backend = backend
+        self.schema: dict[str, list[str]] = entry["schema"]
+        self._preprocess = entry["preprocess"]
+        shape = entry["input"]["shape"]
+        self._size = int(shape[2])
+        # A fixed batch axis (NPU models) is fed in chunks of that size, padded.
+        self._batch = int(shape[0]) if int(shape[0]) > 0 else None
+        names = entry["output"]["names"]
+        if list(names) != list(self.schema):
+            raise ValueError(f"attribute outputs {names} do not follow the schema {list(self.schema)}")
+
+    def logits(self, crops: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Return each attribute's ``(len(crops), n_labels)`` logits."""
+        tensor = np.concatenate(
+            [to_tensor(prepare_crop(c, self._size), self._preprocess) for c in crops]
+        )
+        chunk = self._batch or len(crops)
+        outputs: list[list[np.ndarray]] = [[] for _ in self.schema]
+        for start in range(0, len(crops), chunk):
+            part = tensor[start : start + chunk]
+            n = len(part)
+            if n < chunk:
+                part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), part.dtype)])
+            for i, out in enumerate(self.backend.run([part])):
+                outputs[i].append(out[:n])
+        return {name: np.concatenate(o) for name, o in zip(self.schema, outputs, strict=True)}
+
+    def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
+        """Return the most likely label of each attribute for each BGR crop."""
+        if not crops:
+            return []
+        logits = self.logits(crops)
+        best = {name: logits[name].argmax(axis=1) for name in self.schema}
+        return [
+            {name: self.schema[name][int(best[name][i])] for name in self.schema}
+            for i in range(len(crops))
+        ]
+
+
+@dataclass(frozen=True)
+class ClassifierFactory:
+    """A picklable recipe that builds the :class:`AttributeClassifier` of a bundle.
+
+    The attribute process calls it after it has started, so the model is loaded in
+    that process (onnxruntime and RKNN sessions cannot cross a fork).
+    """
+
+    bundle: Path
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> AttributeClassifier:
+        """Load the bundle's attribute model."""
+        from edge.bundle import load_bundle
+        from edge.runtime.models import open_model
+
+        # The main process verified the hashes already; the child only loads.
+        bundle = load_bundle(self.bundle, verify_hashes=False)
+        backend = open_model(bundle, "attributes", self.backend_options)
+        return AttributeClassifier(backend, bundle.model("attributes"))

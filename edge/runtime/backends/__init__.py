@@ -1,0 +1,1 @@
+"""Accelerator backends, one module each, behind the interface in ``base``."""

@@ -1,0 +1,126 @@
+"""The one interface every accelerator backend implements, and the registry that picks one.
+
+A backend only moves tensors: numpy arrays in, numpy arrays out. Pre- and
+post-processing belong to the models (``detector.py``, ``attributes.py``), so what is
+verified on one backend holds for the others. Each backend lives in its own module of
+this package, has a small typed options dataclass, and registers itself under the
+model format it runs (the manifest's ``format``), so a new board is one new file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class BackendError(Exception):
+    """A model file cannot be loaded or run by its backend."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (``-1`` for a dynamic axis) and numpy dtype name of a model tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class Backend(ABC):
+    """Run one model file on one accelerator.
+
+    Subclasses set ``Options`` to a dataclass of their settings and are registered
+    with :func:`register`.
+    """
+
+    Options: ClassVar[type] = object
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @abstractmethod
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run the model on its inputs, in the order of ``self.inputs``.
+
+        Returns
+        -------
+        list of np.ndarray
+            The outputs, in the order of ``self.outputs``.
+        """
+
+    def close(self) -> None:  # noqa: B027 - most backends free everything on garbage collection
+        """Free the accelerator's resources."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register(model_format: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator: make a backend the one that runs ``model_format`` files."""
+
+    def decorate(cls: type[Backend]) -> type[Backend]:
+        _REGISTRY[model_format] = cls
+        return cls
+
+    return decorate
+
+
+def _discover() -> None:
+    # Importing a backend module is cheap: each imports its accelerator library only
+    # when a model is opened, so the CPU host can list the RKNN and TensorRT backends.
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__package__}.{module.name}")
+
+
+def formats() -> list[str]:
+    """Return the model formats that have a backend."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def open_backend(
+    path: Path, model_format: str, options: Mapping[str, Any] | None = None
+) -> Backend:
+    """Open ``path`` with the backend registered for ``model_format``.
+
+    Parameters
+    ----------
+    path : Path
+        The model file.
+    model_format : str
+        The manifest's ``format`` (``onnx``, ``rknn``, ``engine``).
+    options : Mapping, optional
+        Backend settings; keys the backend does not know are an error, not ignored.
+
+    Raises
+    ------
+    BackendError
+        For an unknown format, unknown options, or a file the backend cannot load.
+    """
+    _discover()
+    cls = _REGISTRY.get(model_format)
+    if cls is None:
+        raise BackendError(f"no backend runs {model_format!r} models (known: {', '.join(formats())})")
+    known = {f.name for f in fields(cls.Options)}
+    unknown = set(options or {}) - known
+    if unknown:
+        raise BackendError(
+            f"{cls.__name__} has no option {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    return cls(Path(path), cls.Options(**(options or {})))

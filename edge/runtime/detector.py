@@ -1,0 +1,221 @@
+"""YOLOv8 person detection: pre-processing, both head layouts, NMS, boxes back to the frame.
+
+The detector owns what the model means; the backend only moves tensors. Two output
+layouts are decoded (the manifest's ``output.layout``):
+
+``yolov8-stock``
+    Ultralytics' export: one ``[1, 4+nc, A]`` tensor, boxes as ``cx, cy, w, h`` in
+    input pixels followed by class scores.
+``yolov8-dfl``
+    rknn_model_zoo's layout for INT8 targets: per stride, the DFL box logits
+    ``[1, 64, H, W]``, the class scores ``[1, nc, H, W]`` and their clipped sum
+    ``[1, 1, H, W]``. The DFL softmax and the box decode run here, in numpy, because
+    quantizing them costs about 10% IoU (DESIGN.md).
+
+Pre-processing and NMS follow Ultralytics' ``predict`` (letterbox rounding, class-wise
+NMS, ``conf > conf_th``), so the same checkpoint gives the same boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.runtime.backends.base import Backend
+
+DFL_BINS = 16
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was fitted into the model input: ``input = frame * gain + pad``."""
+
+    gain: float
+    pad_x: int
+    pad_y: int
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections in frame pixels.
+
+    Attributes
+    ----------
+    boxes : np.ndarray
+        ``(N, 4)`` float32 ``x1, y1, x2, y2``.
+    scores : np.ndarray
+        ``(N,)`` float32 confidences.
+    classes : np.ndarray
+        ``(N,)`` int class indices.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def as_array(self) -> np.ndarray:
+        """Return ``(N, 6)`` ``[x1, y1, x2, y2, conf, cls]``, the trackers' input."""
+        return np.column_stack([self.boxes, self.scores, self.classes]).astype(np.float32)
+
+
+def letterbox(
+    image: np.ndarray, size: tuple[int, int], pad_value: int = 114
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping the aspect ratio and pad to ``size`` (height, width), centred.
+
+    Rounds exactly as Ultralytics' ``LetterBox`` does, so boxes map back identically.
+    """
+    h, w = image.shape[:2]
+    gain = min(size[0] / h, size[1] / w)
+    new_w, new_h = max(round(w * gain), 1), max(round(h * gain), 1)
+    dw, dh = (size[1] - new_w) / 2, (size[0] - new_h) / 2
+    top, left = round(dh - 0.1), round(dw - 0.1)
+    bottom, right = size[0] - new_h - top, size[1] - new_w - left
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(
+        image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3
+    )
+    return padded, Letterbox(gain, left, top)
+
+
+def to_tensor(image: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
+    """Turn a BGR ``HxWx3`` uint8 image into a ``1x3xHxW`` float32 tensor.
+
+    Colour order, mean and std (pixel units) come from the manifest's ``preprocess``.
+    """
+    if preprocess.get("color", "RGB") == "RGB":
+        image = image[..., ::-1]
+    x = image.transpose(2, 0, 1)[None].astype(np.float32)
+    mean = np.asarray(preprocess.get("mean", (0, 0, 0)), np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(preprocess.get("std", (255, 255, 255)), np.float32).reshape(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def decode_stock(outputs: Sequence[np.ndarray], _: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode Ultralytics' single-output head.
+
+    Returns
+    -------
+    boxes : np.ndarray
+        ``(A, 4)`` ``x1, y1, x2, y2`` in input pixels.
+    scores : np.ndarray
+        ``(A, nc)`` class scores.
+    """
+    pred = outputs[0][0]
+    cx, cy, w, h = pred[:4]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return boxes, pred[4:].T
+
+
+def decode_dfl(outputs: Sequence[np.ndarray], output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode rknn_model_zoo's per-stride DFL head (``box, cls, sum`` per stride).
+
+    Returns
+    -------
+    boxes : np.ndarray
+        ``(A, 4)`` ``x1, y1, x2, y2`` in input pixels.
+    scores : np.ndarray
+        ``(A, nc)`` class scores.
+    """
+    all_boxes, all_scores = [], []
+    for i, stride in enumerate(output["strides"]):
+        box_logits, scores = outputs[3 * i][0], outputs[3 * i + 1][0]
+        _, h, w = box_logits.shape
+        logits = box_logits.reshape(4, DFL_BINS, h * w).astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        weights /= weights.sum(axis=1, keepdims=True)
+        # Expected distance (in strides) from the anchor to the left, top, right, bottom.
+        dist = np.tensordot(np.arange(DFL_BINS, dtype=np.float32), weights, axes=([0], [1]))
+        gy, gx = np.mgrid[0:h, 0:w].reshape(2, -1).astype(np.float32) + 0.5
+        all_boxes.append(
+            np.stack([gx - dist[0], gy - dist[1], gx + dist[2], gy + dist[3]], axis=1) * stride
+        )
+        all_scores.append(scores.reshape(scores.shape[0], -1).T)
+    return np.concatenate(all_boxes), np.concatenate(all_scores)
+
+
+DECODERS: dict[str, Callable[[Sequence[np.ndarray], dict[str, Any]], tuple[np.ndarray, np.ndarray]]] = {
+    "yolov8-stock": decode_stock,
+    "yolov8-dfl": decode_dfl,
+}
+"""Output layout name (manifest ``output.layout``) -> decoder."""
+
+
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_th: float, max_det: int
+) -> np.ndarray:
+    """Class-wise NMS through OpenCV; return the kept indices, best score first."""
+    if len(scores) == 0:
+        return np.empty(0, dtype=int)
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), classes.tolist(), 0.0, iou_th)
+    keep = np.asarray(keep, dtype=int).reshape(-1)
+    return keep[np.argsort(-scores[keep], kind="stable")][:max_det]
+
+
+class Detector:
+    """A YOLOv8 detector on any backend, keeping only person classes.
+
+    Parameters
+    ----------
+    backend : Backend
+        The backend holding the detector model.
+    entry : dict
+        The manifest's ``detector`` entry.
+    conf_th, iou_th : float
+        Confidence threshold and NMS IoU threshold (SPEC defaults 0.3 and 0.7); public
+        attributes, read at every frame, so they can be changed live.
+    max_det : int
+        At most this many detections per frame.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        entry: dict[str, Any],
+        conf_th: float = 0.3,
+        iou_th: float = 0.7,
+        max_det: int = 300,
+    ) -> None:
+        self.backend = backend
+        self.conf_th, self.iou_th, self.max_det = conf_th, iou_th, max_det
+        self._preprocess = entry["preprocess"]
+        self._output = entry["output"]
+        self._decode = DECODERS[self._output["layout"]]
+        self._size = tuple(entry["input"]["shape"][2:4])
+        self.classes: list[str] = list(entry["classes"])
+        self._persons = np.asarray(entry["person_classes"], dtype=int)
+
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Letterbox and normalize a BGR frame into the model's input tensor."""
+        image, box = letterbox(frame, self._size, self._preprocess.get("pad_value", 114))
+        return to_tensor(image, self._preprocess), box
+
+    def postprocess(
+        self, outputs: Sequence[np.ndarray], box: Letterbox, frame_shape: tuple[int, ...]
+    ) -> Detections:
+        """Decode, filter by confidence and person class, NMS, and map to frame pixels."""
+        boxes, scores = self._decode(outputs, self._output)
+        classes = scores.argmax(axis=1)
+        conf = scores[np.arange(len(classes)), classes]
+        mask = (conf > self.conf_th) & np.isin(classes, self._persons)
+        boxes, conf, classes = boxes[mask], conf[mask], classes[mask]
+        keep = nms(boxes, conf, classes, self.iou_th, self.max_det)
+        boxes = (boxes[keep] - [box.pad_x, box.pad_y, box.pad_x, box.pad_y]) / box.gain
+        h, w = frame_shape[:2]
+        boxes = boxes.clip(0, [w, h, w, h]).astype(np.float32)
+        return Detections(boxes, conf[keep].astype(np.float32), classes[keep].astype(int))
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        """Detect the persons in one BGR frame."""
+        tensor, box = self.preprocess(frame)
+        return self.postprocess(self.backend.run([tensor]), box, frame.shape)
