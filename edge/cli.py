@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``edge`` command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        # OpenCV and FFmpeg print their own warnings for every file they cannot open;
+        # our error says the same in one line. Must be set before cv2 is imported.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,9 +10,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edge import schema
-from edge.bundle import sha256_file, write_manifest
+from edge.bundle import load_bundle, sha256_file, write_manifest
+from edge.config import RuntimeSettings
 from edge.convert import attribute_net
+from edge.convert.heads import export_stock_onnx
+from edge.runtime.attributes import ClassifierFactory
+from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
+from edge.runtime.pipeline import crop
+from edge.runtime.runner import load_detector
 
 DETECTOR_SIZE = 640
 
@@ -57,10 +66,7 @@ def export_detector(weights: Path, out: Path) -> dict[str, Any]:
         The manifest entry (without ``sha256``).
     """
     model = load_yolo(weights)
-    exported = model.export(
-        format="onnx", imgsz=DETECTOR_SIZE, opset=13, simplify=True, dynamic=False, verbose=False
-    )
-    shutil.move(exported, out)
+    export_stock_onnx(weights, out, DETECTOR_SIZE)
     classes = [model.names[i] for i in range(len(model.names))]
     return {
         "task": "detector",
@@ -100,6 +106,39 @@ def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) 
         "architecture": {**net.describe(), "seed": None if checkpoint else seed},
         "quantization": {"dtype": "float32"},
     }
+
+
+def golden_frames() -> list[np.ndarray]:
+    """Return the reference frames every bundle is checked on: Ultralytics' two samples.
+
+    They ship inside the ``ultralytics`` package, so every host has them, and they hold
+    people at two scales.
+    """
+    import importlib.util
+
+    assets = Path(importlib.util.find_spec("ultralytics").origin).parent / "assets"
+    return [cv2.imread(str(assets / name)) for name in ("bus.jpg", "zidane.jpg")]
+
+
+def add_golden(bundle_dir: Path, frames: list[np.ndarray], crops_per_frame: int = 2) -> None:
+    """Run the bundle's own models (this host's backend) on ``frames`` and store the answers.
+
+    The crops for the attribute model are cut at the most confident detections.
+    """
+    bundle = load_bundle(bundle_dir)
+    conf_th = RuntimeSettings().conf_th
+    detector = load_detector(bundle, RuntimeSettings(conf_th=conf_th - DEFAULT_TOLERANCE["score"]))
+    detections = [detector(frame) for frame in frames]
+    crops = [
+        crop(frame, box)
+        for frame, det in zip(frames, detections, strict=True)
+        for box in det.boxes[:crops_per_frame]
+    ]
+    crops = [c for c in crops if c is not None]
+    logits = ClassifierFactory(bundle_dir)().logits(crops)
+    manifest = dict(bundle.manifest)
+    manifest["golden"] = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
+    write_manifest(bundle_dir, manifest)
 
 
 @contextmanager
@@ -149,4 +188,5 @@ def build_fp32_bundle(
             },
         }
         write_manifest(tmp, manifest)
+        add_golden(tmp, golden_frames())
     return out

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.runtime.backends.base import Backend
-from edge.runtime.detector import to_tensor
+from edge.runtime.detector import input_size, to_tensor
 
 
 def prepare_crop(crop: np.ndarray, size: int) -> np.ndarray:
@@ -58,8 +58,9 @@ class AttributeClassifier:
         self.backend = backend
         self.schema: dict[str, list[str]] = entry["schema"]
         self._preprocess = entry["preprocess"]
-        shape = entry["input"]["shape"]
-        self._size = int(shape[2])
+        self._input = entry["input"]
+        shape = self._input["shape"]
+        self._size = int(input_size(self._input)[0])
         # A fixed batch axis (NPU models) is fed in chunks of that size, padded.
         self._batch = int(shape[0]) if int(shape[0]) > 0 else None
         names = entry["output"]["names"]
@@ -69,7 +70,7 @@ class AttributeClassifier:
     def logits(self, crops: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Return each attribute's ``(len(crops), n_labels)`` logits."""
         tensor = np.concatenate(
-            [to_tensor(prepare_crop(c, self._size), self._preprocess) for c in crops]
+            [to_tensor(prepare_crop(c, self._size), self._preprocess, self._input) for c in crops]
         )
         chunk = self._batch or len(crops)
         outputs: list[list[np.ndarray]] = [[] for _ in self.schema]

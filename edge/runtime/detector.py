@@ -86,17 +86,33 @@ def letterbox(
     return padded, Letterbox(gain, left, top)
 
 
-def to_tensor(image: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
-    """Turn a BGR ``HxWx3`` uint8 image into a ``1x3xHxW`` float32 tensor.
+def to_tensor(
+    image: np.ndarray, preprocess: dict[str, Any], input_spec: dict[str, Any] | None = None
+) -> np.ndarray:
+    """Turn a BGR ``HxWx3`` uint8 image into the model's input tensor (batch of one).
 
-    Colour order, mean and std (pixel units) come from the manifest's ``preprocess``.
+    Colour order, mean and std (pixel units) come from the manifest's ``preprocess``;
+    layout (``NCHW``, the default, or ``NHWC``) and dtype from its ``input``. A
+    ``uint8`` input takes the pixels as they are: such a model (an RKNN built with
+    ``mean_values``/``std_values``) normalizes inside.
     """
+    spec = input_spec or {}
     if preprocess.get("color", "RGB") == "RGB":
         image = image[..., ::-1]
-    x = image.transpose(2, 0, 1)[None].astype(np.float32)
-    mean = np.asarray(preprocess.get("mean", (0, 0, 0)), np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(preprocess.get("std", (255, 255, 255)), np.float32).reshape(1, 3, 1, 1)
-    return (x - mean) / std
+    x = image[None]
+    if spec.get("dtype", "float32") != "uint8":
+        mean = np.asarray(preprocess.get("mean", (0, 0, 0)), np.float32)
+        std = np.asarray(preprocess.get("std", (255, 255, 255)), np.float32)
+        x = (x.astype(np.float32) - mean) / std
+    if spec.get("layout", "NCHW") == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def input_size(input_spec: dict[str, Any]) -> tuple[int, int]:
+    """Return ``(height, width)`` of a manifest ``input`` in either layout."""
+    shape = input_spec["shape"]
+    return (shape[1], shape[2]) if input_spec.get("layout") == "NHWC" else (shape[2], shape[3])
 
 
 def decode_stock(outputs: Sequence[np.ndarray], _: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -191,14 +207,15 @@ class Detector:
         self._preprocess = entry["preprocess"]
         self._output = entry["output"]
         self._decode = DECODERS[self._output["layout"]]
-        self._size = tuple(entry["input"]["shape"][2:4])
+        self._input = entry["input"]
+        self._size = input_size(self._input)
         self.classes: list[str] = list(entry["classes"])
         self._persons = np.asarray(entry["person_classes"], dtype=int)
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Letterbox and normalize a BGR frame into the model's input tensor."""
         image, box = letterbox(frame, self._size, self._preprocess.get("pad_value", 114))
-        return to_tensor(image, self._preprocess), box
+        return to_tensor(image, self._preprocess, self._input), box
 
     def postprocess(
         self, outputs: Sequence[np.ndarray], box: Letterbox, frame_shape: tuple[int, ...]

@@ -5,6 +5,9 @@ post-processing belong to the models (``detector.py``, ``attributes.py``), so wh
 verified on one backend holds for the others. Each backend lives in its own module of
 this package, has a small typed options dataclass, and registers itself under the
 model format it runs (the manifest's ``format``), so a new board is one new file.
+A model entry may name another registered backend in its ``backend`` field: the
+Jetson bundles ship an INT8 ONNX with ``"backend": "tensorrt"``, so that TensorRT,
+not onnxruntime, runs it (see :func:`edge.runtime.models.backend_name`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +49,10 @@ class Backend(ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
+    parallel: int = 1
+    """How many runs the backend can make progress on at once (an NPU pool: its cores).
+    A caller that keeps this many :meth:`submit` calls in flight keeps it busy."""
+
     @abstractmethod
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run the model on its inputs, in the order of ``self.inputs``.
@@ -54,6 +62,19 @@ class Backend(ABC):
         list of np.ndarray
             The outputs, in the order of ``self.outputs``.
         """
+
+    def submit(self, inputs: Sequence[np.ndarray]) -> Future[list[np.ndarray]]:
+        """Start a run and return the future of its outputs; see :meth:`run`.
+
+        This default runs at once, in the caller's thread; a backend with
+        ``parallel > 1`` overrides it to run in the background.
+        """
+        future: Future[list[np.ndarray]] = Future()
+        try:
+            future.set_result(self.run(inputs))
+        except Exception as e:  # the caller sees it at result(), as from a real pool
+            future.set_exception(e)
+        return future
 
     def close(self) -> None:  # noqa: B027 - most backends free everything on garbage collection
         """Free the accelerator's resources."""
@@ -88,9 +109,24 @@ def _discover() -> None:
 
 
 def formats() -> list[str]:
-    """Return the model formats that have a backend."""
+    """Return the model formats (and backend names) that have a backend."""
     _discover()
     return sorted(_REGISTRY)
+
+
+def backend_class(model_format: str) -> type[Backend]:
+    """Return the backend registered for ``model_format``.
+
+    Raises
+    ------
+    BackendError
+        When none is.
+    """
+    _discover()
+    cls = _REGISTRY.get(model_format)
+    if cls is None:
+        raise BackendError(f"no backend runs {model_format!r} models (known: {', '.join(formats())})")
+    return cls
 
 
 def open_backend(
@@ -112,10 +148,7 @@ def open_backend(
     BackendError
         For an unknown format, unknown options, or a file the backend cannot load.
     """
-    _discover()
-    cls = _REGISTRY.get(model_format)
-    if cls is None:
-        raise BackendError(f"no backend runs {model_format!r} models (known: {', '.join(formats())})")
+    cls = backend_class(model_format)
     known = {f.name for f in fields(cls.Options)}
     unknown = set(options or {}) - known
     if unknown:

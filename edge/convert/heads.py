@@ -1,0 +1,193 @@
+"""Export a YOLOv8 checkpoint to ONNX, in the stock or the rknn_model_zoo head layout.
+
+The stock Ultralytics export ends in one output ``[1, 4 + nc, A]`` that concatenates
+boxes in input pixels with class scores; quantized per tensor, one scale serves both
+and the scores collapse to zero (DESIGN.md, "The detector head and INT8"). The
+model-zoo layout cuts the head before the DFL, so each output keeps its own scale.
+Per stride ``s`` in (8, 16, 32), in that order, it has three outputs:
+
+``box_<s>`` ``[1, 64, H, W]``
+    Raw DFL logits, four sides (left, top, right, bottom) of 16 bins each, before the
+    softmax.
+``cls_<s>`` ``[1, nc, H, W]``
+    Class scores after the sigmoid.
+``sum_<s>`` ``[1, 1, H, W]``
+    Sum of the class scores clipped to [0, 1], as rknn_model_zoo has it (a cheap
+    filter for cells without any object).
+
+Ultralytics is imported inside the functions only: importing it sets
+``OMP_NUM_THREADS=1`` for the whole process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+OPSET = 13
+INPUT_NAME = "images"
+
+
+def zoo_output_names(strides: tuple[int, ...] = (8, 16, 32)) -> list[str]:
+    """Return the model-zoo output names in graph order.
+
+    Parameters
+    ----------
+    strides
+        The detection strides, smallest first.
+
+    Returns
+    -------
+    list[str]
+        ``box_<s>, cls_<s>, sum_<s>`` for each stride ``s``.
+    """
+    return [f"{kind}_{s}" for s in strides for kind in ("box", "cls", "sum")]
+
+
+def _zoo_forward(self: nn.Module, x: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Forward of a Detect head that stops before the DFL, per stride.
+
+    Bound to the head instance by :func:`_to_zoo_head`; ``self`` is the head.
+    """
+    outputs: list[torch.Tensor] = []
+    for i in range(self.nl):
+        scores = self.cv3[i](x[i]).sigmoid()
+        outputs += [self.cv2[i](x[i]), scores, scores.sum(1, keepdim=True).clamp(0, 1)]
+    return tuple(outputs)
+
+
+@contextmanager
+def _torchscript_exporter() -> Iterator[None]:
+    """Silence the deprecation warnings of torch's TorchScript ONNX exporter.
+
+    Both exports use it (``dynamo=False``, as Ultralytics does) because the dynamo
+    exporter cannot write opset 13, which rknn-toolkit2 and the model zoo expect; the
+    warnings say only that it is deprecated.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _load_fused(weights: Path) -> nn.Module:
+    """Load a detection checkpoint as a fused FP32 module in eval mode, without gradients."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights)).model
+    for p in model.parameters():
+        p.requires_grad = False
+    return model.float().eval().fuse(verbose=False)
+
+
+def _to_zoo_head(model: nn.Module) -> tuple[int, ...]:
+    """Swap the model's Detect head forward for the model-zoo one, in place.
+
+    Parameters
+    ----------
+    model
+        A fused Ultralytics ``DetectionModel``.
+
+    Returns
+    -------
+    tuple[int, ...]
+        The head's strides, smallest first.
+
+    Raises
+    ------
+    ValueError
+        When the head is not a plain YOLOv8-style Detect head (segment, pose, OBB and
+        end-to-end heads have outputs this layout does not carry).
+    """
+    from ultralytics.nn.modules.head import Detect
+
+    head = model.model[-1]
+    if type(head) is not Detect or head.end2end:
+        raise ValueError(f"expected a plain Detect head, got {type(head).__name__}")
+    # An instance attribute shadows the class's forward; nn.Module.__call__ looks it up there.
+    head.forward = types.MethodType(_zoo_forward, head)
+    return tuple(int(s) for s in head.stride)
+
+
+def export_zoo_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
+    """Export a YOLOv8 checkpoint to an FP32 ONNX in the rknn_model_zoo head layout.
+
+    Parameters
+    ----------
+    weights
+        The Ultralytics ``.pt`` checkpoint of a detection model.
+    out
+        Where to write the ``.onnx``; its folder is created.
+    imgsz
+        Side of the square input; the input is ``images`` ``[1, 3, imgsz, imgsz]``,
+        RGB in [0, 1].
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    model = _load_fused(Path(weights))
+    strides = _to_zoo_head(model)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _torchscript_exporter():
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 3, imgsz, imgsz),
+            str(out),
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=zoo_output_names(strides),
+            dynamo=False,
+        )
+    _simplify(out)
+    return out
+
+
+def _simplify(path: Path) -> None:
+    """Fold the traced shape arithmetic into constants, as Ultralytics' own export does."""
+    import onnx
+    import onnxslim
+
+    onnx.save(onnxslim.slim(str(path)), str(path))
+
+
+def export_stock_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
+    """Export a YOLOv8 checkpoint with Ultralytics' own ONNX export (one output).
+
+    Parameters
+    ----------
+    weights
+        The Ultralytics ``.pt`` checkpoint of a detection model.
+    out
+        Where to write the ``.onnx``; its folder is created.
+    imgsz
+        Side of the square input.
+
+    Returns
+    -------
+    Path
+        ``out``, whose single output is ``[1, 4 + nc, A]``: cx, cy, w, h in input
+        pixels, then the class scores.
+    """
+    from ultralytics import YOLO
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Ultralytics writes next to the checkpoint: export a copy, so the weights' folder
+    # stays untouched and concurrent exports of the same weights do not collide.
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        copy = shutil.copy(weights, tmp)
+        with _torchscript_exporter():
+            written = YOLO(copy).export(
+                format="onnx", imgsz=imgsz, opset=OPSET, simplify=True, dynamic=False
+            )
+        return Path(shutil.move(written, out))

@@ -1,0 +1,105 @@
+"""Where results go: a JSONL file, an annotated video, and the drawing they share.
+
+Sinks write to ``<stem>.part<suffix>`` and rename on a clean close, so a run that fails
+leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.runtime.pipeline import FrameResult
+from edge.schema import UNKNOWN
+
+_PALETTE = np.array(
+    [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
+     (10, 249, 72), (23, 204, 146), (134, 219, 61), (211, 188, 0), (255, 149, 0)],
+    dtype=np.uint8,
+)
+
+
+def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
+    """Return a copy of ``image`` with boxes, track ids and known attributes drawn."""
+    out = image.copy()
+    for person in result.persons:
+        color = tuple(int(c) for c in _PALETTE[person.track_id % len(_PALETTE)])
+        x1, y1, x2, y2 = (int(v) for v in person.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
+        lines = [f"#{person.track_id} {person.confidence:.2f}"]
+        lines += [f"{k}: {v}" for k, v in person.attributes.items() if v != UNKNOWN][:4]
+        for i, text in enumerate(lines):
+            y = max(y1 - 4 - 12 * (len(lines) - 1 - i), 10)
+            cv2.putText(out, text, (x1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    return out
+
+
+class FileSink(ABC):
+    """A sink writing one file: to ``<stem>.part<suffix>``, renamed on a clean close.
+
+    The suffix stays last because OpenCV picks the video container by it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.part = self.path.with_name(f"{self.path.stem}.part{self.path.suffix}")
+
+    @abstractmethod
+    def write(self, result: FrameResult, image: np.ndarray) -> None:
+        """Append one frame's results."""
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Flush and close the underlying writer."""
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the file; keep it if ``ok``, else delete it."""
+        self._release()
+        if ok and self.part.exists():
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
+
+
+class JsonlSink(FileSink):
+    """One JSON object per frame, flushed per line so a tail sees results at once."""
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        super().__init__(path)
+        self._class_names = class_names
+        self._f = open(self.part, "w")  # noqa: SIM115 - closed in close()
+
+    def write(self, result: FrameResult, image: np.ndarray) -> None:
+        """Append one frame's results."""
+        self._f.write(json.dumps(result.to_dict(self._class_names)) + "\n")
+        self._f.flush()
+
+    def _release(self) -> None:
+        self._f.close()
+
+
+class VideoSink(FileSink):
+    """An annotated MP4 (``mp4v``, which every OpenCV build can write)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        super().__init__(path)
+        self._fps = fps
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, result: FrameResult, image: np.ndarray) -> None:
+        """Draw and append one frame; the first frame fixes the video's size."""
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(self.part), fourcc, self._fps, image.shape[1::-1])
+            if not self._writer.isOpened():
+                raise OSError(f"{self.path}: OpenCV cannot write an MP4 here")
+        self._writer.write(draw(image, result))
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.release()

@@ -1,0 +1,97 @@
+"""Run tests/rtsp_server.py under the system Python for the duration of a test.
+
+`rtsp_server` starts it on a free 127.0.0.1 port and yields an `RtspServer` whose
+``url`` is ``rtsp://127.0.0.1:PORT/test``; `RtspServer.stop` kills it by PID and
+`RtspServer.start` brings it back on the same port, to test reconnects.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+HOST = "127.0.0.1"
+GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
+
+
+def unavailable_reason() -> str | None:
+    """Say why the server cannot run here, or None when it can."""
+    try:
+        done = subprocess.run([SYSTEM_PYTHON, "-c", GI_CHECK], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        return f"{SYSTEM_PYTHON} cannot run: {exc}"
+    if done.returncode != 0:
+        return (
+            f"{SYSTEM_PYTHON} lacks PyGObject/gst-rtsp-server (make system-deps): "
+            f"{done.stderr.strip().splitlines()[-1]}"
+        )
+    return None
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class RtspServer:
+    """One RTSP server process on a fixed port, which can be stopped and started again."""
+
+    def __init__(self, clip: Path | None = None, width: int = 320, height: int = 240) -> None:
+        self.port = free_port()
+        self.url = f"rtsp://{HOST}:{self.port}/test"
+        self.width = width
+        self.height = height
+        self._args = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
+        self._args += ["--width", str(width), "--height", str(height)]
+        self._args += ["--clip", str(clip)] if clip else []
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes]
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start the server and return once its port accepts connections."""
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(self._args, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not self._accepts():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._log.seek(0)
+                output = self._log.read().decode(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"RTSP server on port {self.port} did not start: {output}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Kill the server by its PID (abruptly, like a crashing camera) and reap it."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+            self._log.close()
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection((HOST, self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def rtsp_server(clip: Path | None = None, width: int = 320, height: int = 240) -> Iterator[RtspServer]:
+    """Serve ``videotestsrc`` (or ``clip``, played once) for the ``with`` block."""
+    server = RtspServer(clip, width, height)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,75 @@
+"""A small RTSP server for the tests: serves H.264 at rtsp://127.0.0.1:PORT/test.
+
+Run it with the system Python (``/usr/bin/python3``), which has PyGObject and
+gst-rtsp-server; the project's venv cannot import ``gi``. It serves GStreamer's
+``videotestsrc`` (a live pattern) or, with ``--clip``, a real video file played once
+at its own rate. Everything it opens, TCP and the UDP ports for RTP, is on 127.0.0.1.
+"""
+
+import argparse
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+ADDRESS = "127.0.0.1"
+MOUNT = "/test"
+# UDP ports the server may use for RTP/RTCP. Without a pool, gst-rtsp-server binds them
+# on every interface.
+RTP_PORTS = (40000, 49999)
+
+
+def launch_line(clip: str | None, width: int, height: int, fps: int) -> str:
+    """Return the media factory's pipeline: a source, then H.264 with frequent keyframes.
+
+    A keyframe every 10 frames lets a reader that joins (or rejoins) mid-stream start
+    decoding within a second.
+    """
+    if clip:
+        source = f'filesrc location="{clip}" ! decodebin'
+    else:
+        caps = f"video/x-raw,width={width},height={height},framerate={fps}/1"
+        source = f"videotestsrc is-live=true ! {caps}"
+    encode = (
+        "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 threads=1"
+        " ! rtph264pay name=pay0 pt=96 config-interval=1"
+    )
+    return f"( {source} ! {encode} )"
+
+
+def make_server(port: int, launch: str) -> GstRtspServer.RTSPServer:
+    """Build a server on ``127.0.0.1:port`` with one shared media mounted at ``/test``."""
+    pool = GstRtspServer.RTSPAddressPool()
+    pool.add_range(ADDRESS, ADDRESS, *RTP_PORTS, 0)
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(launch)
+    factory.set_shared(True)
+    factory.set_address_pool(pool)
+    server = GstRtspServer.RTSPServer()
+    server.set_address(ADDRESS)
+    server.set_service(str(port))
+    server.get_mount_points().add_factory(MOUNT, factory)
+    return server
+
+
+def main() -> None:
+    """Parse the arguments and serve until killed."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--clip", help="video file to serve instead of videotestsrc")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--fps", type=int, default=30)
+    args = parser.parse_args()
+    Gst.init(None)
+    server = make_server(args.port, launch_line(args.clip, args.width, args.height, args.fps))
+    if server.attach(None) == 0:
+        sys.exit(f"cannot listen on {ADDRESS}:{args.port}")
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
