@@ -11,12 +11,17 @@ torch (CPU) is needed, not torchvision.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from boxmot import create_tracker
 from boxmot.trackers.specs import TrackerSpec
+
+# BoxMOT logs a table of its settings at INFO for every tracker it makes (one per
+# stream, and again on each reconnect): keep its warnings only.
+logging.getLogger("boxmot").setLevel(logging.WARNING)
 
 LOST_SECONDS = 1.0
 """How long a track survives unseen (in the middle of the frame, for SFSORT)."""
