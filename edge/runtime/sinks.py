@@ -24,6 +24,14 @@ _PALETTE = np.array(
 )
 
 
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, ...]) -> None:
+    """Write text on a dark band so it stays legible over any background."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    x, y = origin
+    cv2.rectangle(image, (x, y - h - 2), (x + w + 2, y + base), (32, 32, 32), cv2.FILLED)
+    cv2.putText(image, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+
+
 def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
     """Return a copy of ``image`` with boxes, track ids and known attributes drawn."""
     out = image.copy()
@@ -34,8 +42,8 @@ def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
         lines = [f"#{person.track_id} {person.confidence:.2f}"]
         lines += [f"{k}: {v}" for k, v in person.attributes.items() if v != UNKNOWN][:4]
         for i, text in enumerate(lines):
-            y = max(y1 - 4 - 12 * (len(lines) - 1 - i), 10)
-            cv2.putText(out, text, (x1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+            y = max(y1 - 4 - 13 * (len(lines) - 1 - i), 10)
+            _label(out, text, (x1, y), color)
     return out
 
 
