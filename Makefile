@@ -73,7 +73,8 @@ $(WEIGHTS):
 # Ultralytics' sample images where apt is absent.
 $(CLIP): | $(VENV)/.done
 	mkdir -p $(CACHE)/deb data
-	if (cd $(CACHE)/deb && apt-get download -q opencv-doc >/dev/null 2>&1); then \
+	if (cd $(CACHE)/deb && { apt-get download -q opencv-doc || \
+			{ apt-get update -q && apt-get download -q opencv-doc; }; } >/dev/null 2>&1); then \
 		dpkg -x $(CACHE)/deb/opencv-doc_*.deb $(CACHE)/deb/x && \
 		cp $(CACHE)/deb/x/usr/share/doc/opencv-doc/examples/data/vtest.avi $@; \
 	else \
