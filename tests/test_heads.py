@@ -1,4 +1,4 @@
-"""The model-zoo head layout decodes to exactly what the stock Ultralytics export gives."""
+"""The model-zoo and split head layouts decode to exactly what the stock Ultralytics export gives."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge.convert.heads import export_stock_onnx, export_zoo_onnx, zoo_output_names
-from edge.runtime.detector import decode_dfl, decode_stock, letterbox, to_tensor
+from edge.convert.heads import export_head, export_stock_onnx, export_zoo_onnx, zoo_output_names
+from edge.runtime.detector import decode_dfl, decode_split, decode_stock, letterbox, to_tensor
 
 IMGSZ = 640
 STRIDES = (8, 16, 32)
@@ -23,6 +23,12 @@ def session(path: Path) -> ort.InferenceSession:
 def exported(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("heads")
     return export_zoo_onnx(weights, out / "zoo.onnx"), export_stock_onnx(weights, out / "stock.onnx")
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("split") / "split.onnx"
+    return path, export_head(weights, path, "split")
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +65,27 @@ def test_zoo_decodes_to_the_stock_output(
         np.testing.assert_allclose(zoo_scores, stock_scores, atol=1e-4)
         # Not vacuous: every frame holds people the stock model finds.
         assert (stock_scores.max(axis=1) > 0.3).sum() >= 3
+
+
+def test_split_decodes_to_the_stock_output(
+    exported: tuple[Path, Path], split: tuple[Path, dict], inputs: list[np.ndarray]
+) -> None:
+    path, output = split
+    assert output == {"layout": "yolov8-split", "names": ["boxes", "scores"]}
+    model, stock = session(path), session(exported[1])
+    assert [o.shape for o in model.get_outputs()] == [[1, 4, 8400], [1, 2, 8400]]
+    for x in inputs[:2]:
+        boxes, scores = decode_split(model.run(None, {"images": x}), output)
+        stock_boxes, stock_scores = decode_stock(stock.run(None, {"images": x}), {})
+        np.testing.assert_allclose(boxes, stock_boxes, atol=1e-3)
+        np.testing.assert_allclose(scores, stock_scores, atol=1e-5)
+
+
+def test_export_head_describes_the_zoo_layout(tmp_path: Path, weights: Path) -> None:
+    output = export_head(weights, tmp_path / "zoo.onnx", "zoo")
+    assert output == {"layout": "yolov8-dfl", "names": zoo_output_names(STRIDES), "strides": list(STRIDES)}
+    with pytest.raises(ValueError, match="unknown head layout 'fpn'"):
+        export_head(weights, tmp_path / "x.onnx", "fpn")
 
 
 def test_zoo_export_refuses_a_head_it_would_truncate(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from conftest import ROOT, read_frames
 from test_detector import iou_matrix
 
 from edge.convert.heads import export_zoo_onnx, zoo_output_names
-from edge.convert.rknn import parse_error_analysis, worst_first
+from edge.convert.rknn import PROGRESS, parse_error_analysis, worst_first
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import Detector, Letterbox, letterbox
 
@@ -104,10 +104,20 @@ def fp32(inputs: Inputs) -> Detector:
     return Detector(open_backend(inputs.onnx, "onnx", {"threads": 2}), ZOO_ENTRY)
 
 
+def progress(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The progress lines a job wrote on stderr, parsed."""
+    lines = proc.stderr.splitlines()
+    return [json.loads(line[len(PROGRESS):]) for line in lines if line.startswith(PROGRESS)]
+
+
 def build(inputs: Inputs, job: dict[str, Any]) -> dict[str, Any]:
     """Run a job that must succeed; return the result line it printed."""
     proc = run_job(job, inputs.folder)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # The build, then every evaluated image, then every analysed one, reported in turn.
+    n = len(job["eval_images"])
+    steps = [(p["step"], p["done"], p["total"]) for p in progress(proc)]
+    assert steps[: 2 + n] == [("build", 0, 1), ("build", 1, 1)] + [("eval", i, n) for i in range(1, n + 1)]
     return json.loads(proc.stdout.splitlines()[-1])
 
 
@@ -244,6 +254,7 @@ def test_missing_onnx_fails_before_rknn_starts(tmp_path: Path) -> None:
 @needs_rknn
 def test_failing_rknn_step_is_named(tmp_path: Path) -> None:
     proc = run_job(small_job(tmp_path, target="rk9999"), tmp_path)
+    assert progress(proc) == [{"step": "build", "done": 0, "total": 1}]
     line = last_error_line(proc)
     assert line.startswith("rknn.py: rknn config raised ") and "rk9999" in line
     assert not (tmp_path / "m.rknn").exists()

@@ -1,10 +1,17 @@
-"""Export a YOLOv8 checkpoint to ONNX, in the stock or the rknn_model_zoo head layout.
+"""Export a YOLOv8 checkpoint to ONNX in one of three head layouts (:data:`HEADS`).
 
-The stock Ultralytics export ends in one output ``[1, 4 + nc, A]`` that concatenates
-boxes in input pixels with class scores; quantized per tensor, one scale serves both
-and the scores collapse to zero (DESIGN.md, "The detector head and INT8"). The
-model-zoo layout cuts the head before the DFL, so each output keeps its own scale.
-Per stride ``s`` in (8, 16, 32), in that order, it has three outputs:
+``stock`` (manifest layout ``yolov8-stock``)
+    The Ultralytics export: one output ``[1, 4 + nc, A]`` that concatenates boxes in
+    input pixels with class scores. Quantized per tensor, one scale serves both and
+    the scores collapse to zero (DESIGN.md, "The detector head and INT8").
+``split`` (``yolov8-split``)
+    The same decoded boxes and scores as two outputs, ``boxes`` ``[1, 4, A]`` and
+    ``scores`` ``[1, nc, A]``, so each keeps its own scale; the DFL and the box decode
+    stay in the graph (and so in INT8).
+``zoo`` (``yolov8-dfl``)
+    rknn_model_zoo's layout, the one INT8 targets ship: the head is cut before the DFL,
+    which the runtime does in numpy. Per stride ``s`` in (8, 16, 32), in that order,
+    three outputs:
 
 ``box_<s>`` ``[1, 64, H, W]``
     Raw DFL logits, four sides (left, top, right, bottom) of 16 bins each, before the
@@ -16,7 +23,8 @@ Per stride ``s`` in (8, 16, 32), in that order, it has three outputs:
     filter for cells without any object).
 
 Ultralytics is imported inside the functions only: importing it sets
-``OMP_NUM_THREADS=1`` for the whole process.
+``OMP_NUM_THREADS=1`` for the whole process. So is torch, so that the command line can
+read :data:`HEADS` without loading it.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ import shutil
 import tempfile
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OPSET = 13
 INPUT_NAME = "images"
@@ -52,10 +62,15 @@ def zoo_output_names(strides: tuple[int, ...] = (8, 16, 32)) -> list[str]:
     return [f"{kind}_{s}" for s in strides for kind in ("box", "cls", "sum")]
 
 
+HEADS = ("zoo", "split", "stock")
+"""The head layouts :func:`export_head` writes; the first is the one INT8 targets use."""
+SPLIT_OUTPUT_NAMES = ["boxes", "scores"]
+
+
 def _zoo_forward(self: nn.Module, x: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Forward of a Detect head that stops before the DFL, per stride.
 
-    Bound to the head instance by :func:`_to_zoo_head`; ``self`` is the head.
+    Bound to the head instance by :func:`_swap_head`; ``self`` is the head.
     """
     outputs: list[torch.Tensor] = []
     for i in range(self.nl):
@@ -66,14 +81,19 @@ def _zoo_forward(self: nn.Module, x: list[torch.Tensor]) -> tuple[torch.Tensor, 
 
 @contextmanager
 def _torchscript_exporter() -> Iterator[None]:
-    """Silence the deprecation warnings of torch's TorchScript ONNX exporter.
+    """Silence the warnings of torch's TorchScript ONNX exporter that do not apply here.
 
-    Both exports use it (``dynamo=False``, as Ultralytics does) because the dynamo
-    exporter cannot write opset 13, which rknn-toolkit2 and the model zoo expect; the
-    warnings say only that it is deprecated.
+    The exports use it (``dynamo=False``, as Ultralytics does) because the dynamo
+    exporter cannot write opset 13, which rknn-toolkit2 and the model zoo expect; its
+    deprecation warnings say only that. Its tracer warns that the head's anchor cache
+    (``if self.shape != shape``) is traced as a constant, which it is: the input size
+    is fixed.
     """
+    from torch.jit import TracerWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", TracerWarning)
         yield
 
 
@@ -87,13 +107,24 @@ def _load_fused(weights: Path) -> nn.Module:
     return model.float().eval().fuse(verbose=False)
 
 
-def _to_zoo_head(model: nn.Module) -> tuple[int, ...]:
-    """Swap the model's Detect head forward for the model-zoo one, in place.
+def _split_forward(self: nn.Module, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of a Detect head that returns its decoded boxes and scores apart.
+
+    Bound to the head instance by :func:`_swap_head`; ``self`` is the head.
+    """
+    preds = self.forward_head(x, **self.one2many)
+    return self._get_decode_boxes(preds), preds["scores"].sigmoid()
+
+
+def _swap_head(model: nn.Module, forward: Callable[..., tuple[torch.Tensor, ...]]) -> tuple[int, ...]:
+    """Swap the model's Detect head forward for ``forward``, in place.
 
     Parameters
     ----------
     model
         A fused Ultralytics ``DetectionModel``.
+    forward
+        The new forward, taking the head as ``self``.
 
     Returns
     -------
@@ -112,8 +143,33 @@ def _to_zoo_head(model: nn.Module) -> tuple[int, ...]:
     if type(head) is not Detect or head.end2end:
         raise ValueError(f"expected a plain Detect head, got {type(head).__name__}")
     # An instance attribute shadows the class's forward; nn.Module.__call__ looks it up there.
-    head.forward = types.MethodType(_zoo_forward, head)
+    head.forward = types.MethodType(forward, head)
     return tuple(int(s) for s in head.stride)
+
+
+def _export_swapped(
+    weights: Path, out: Path, imgsz: int, forward: Callable[..., tuple[torch.Tensor, ...]],
+    names: Callable[[tuple[int, ...]], list[str]],
+) -> tuple[int, ...]:
+    """Export the checkpoint with its head's forward swapped; return the head's strides."""
+    import torch
+
+    model = _load_fused(Path(weights))
+    strides = _swap_head(model, forward)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _torchscript_exporter():
+        torch.onnx.export(
+            model,
+            torch.zeros(1, 3, imgsz, imgsz),
+            str(out),
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=names(strides),
+            dynamo=False,
+        )
+    _simplify(out)
+    return strides
 
 
 def export_zoo_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
@@ -134,22 +190,67 @@ def export_zoo_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
     Path
         ``out``.
     """
-    model = _load_fused(Path(weights))
-    strides = _to_zoo_head(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _torchscript_exporter():
-        torch.onnx.export(
-            model,
-            torch.zeros(1, 3, imgsz, imgsz),
-            str(out),
-            opset_version=OPSET,
-            input_names=[INPUT_NAME],
-            output_names=zoo_output_names(strides),
-            dynamo=False,
-        )
-    _simplify(out)
-    return out
+    _export_swapped(weights, out, imgsz, _zoo_forward, zoo_output_names)
+    return Path(out)
+
+
+def export_split_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
+    """Export a YOLOv8 checkpoint to an FP32 ONNX with boxes and scores as two outputs.
+
+    Parameters
+    ----------
+    weights
+        The Ultralytics ``.pt`` checkpoint of a detection model.
+    out
+        Where to write the ``.onnx``; its folder is created.
+    imgsz
+        Side of the square input.
+
+    Returns
+    -------
+    Path
+        ``out``, whose outputs are ``boxes`` ``[1, 4, A]`` (cx, cy, w, h in input
+        pixels) and ``scores`` ``[1, nc, A]``.
+    """
+    _export_swapped(weights, out, imgsz, _split_forward, lambda _: SPLIT_OUTPUT_NAMES)
+    return Path(out)
+
+
+def export_head(weights: Path, out: Path, head: str = "zoo", imgsz: int = 640) -> dict[str, Any]:
+    """Export a YOLOv8 checkpoint in the layout ``head`` and describe its outputs.
+
+    Parameters
+    ----------
+    weights
+        The Ultralytics ``.pt`` checkpoint of a detection model.
+    out
+        Where to write the ``.onnx``.
+    head
+        One of :data:`HEADS`.
+    imgsz
+        Side of the square input.
+
+    Returns
+    -------
+    dict[str, Any]
+        The manifest entry's ``output`` section: ``layout``, ``names`` and, for the
+        model-zoo layout, ``strides``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``head``.
+    """
+    if head == "zoo":
+        strides = _export_swapped(weights, out, imgsz, _zoo_forward, zoo_output_names)
+        return {"layout": "yolov8-dfl", "names": zoo_output_names(strides), "strides": list(strides)}
+    if head == "split":
+        export_split_onnx(weights, out, imgsz)
+        return {"layout": "yolov8-split", "names": list(SPLIT_OUTPUT_NAMES)}
+    if head == "stock":
+        export_stock_onnx(weights, out, imgsz)
+        return {"layout": "yolov8-stock", "names": ["output0"]}
+    raise ValueError(f"unknown head layout {head!r} (known: {', '.join(HEADS)})")
 
 
 def _simplify(path: Path) -> None:
@@ -188,6 +289,6 @@ def export_stock_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
         copy = shutil.copy(weights, tmp)
         with _torchscript_exporter():
             written = YOLO(copy).export(
-                format="onnx", imgsz=imgsz, opset=OPSET, simplify=True, dynamic=False
+                format="onnx", imgsz=imgsz, opset=OPSET, simplify=True, dynamic=False, verbose=False
             )
         return Path(shutil.move(written, out))

@@ -74,6 +74,12 @@ one JSON object::
 (``accuracy_analysis`` appears in ``timings_s`` only when it ran.) On failure the exit
 status is 1 and stderr ends with one line ``rknn.py: <what failed and why>``; a bad
 command line exits with 2.
+
+Progress
+--------
+While it works, the job writes lines ``rknn.py: progress {"step": str, "done": int,
+"total": int}`` on stderr, ``step`` being ``build``, ``eval`` or ``accuracy_analysis``,
+so that a caller can show a progress bar.
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ import cv2
 import numpy as np
 
 USAGE = "usage: python edge/convert/rknn.py JOB.json"
+PROGRESS = "rknn.py: progress "
 
 REQUIRED = ("onnx", "target", "output", "dataset", "eval_images", "eval_output")
 DEFAULTS: dict[str, Any] = {
@@ -265,6 +272,11 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = round(time.perf_counter() - start, 2)
 
 
+def _progress(step: str, done: int, total: int) -> None:
+    """Write one progress line on stderr (see "Progress" in the module doc)."""
+    print(PROGRESS + json.dumps({"step": step, "done": done, "total": total}), file=sys.stderr, flush=True)
+
+
 def _new_rknn() -> Any:
     """Return a fresh ``rknn.api.RKNN``.
 
@@ -280,6 +292,7 @@ def _new_rknn() -> Any:
 
 def _build(rknn: Any, job: Job) -> None:
     """Configure, load the ONNX, quantize with the dataset and export the .rknn."""
+    _progress("build", 0, 1)
     _step(
         "config",
         rknn.config,
@@ -298,6 +311,7 @@ def _build(rknn: Any, job: Job) -> None:
               auto_hybrid=job.hybrid)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     _step("export_rknn", rknn.export_rknn, str(job.output))
+    _progress("build", 1, 1)
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -319,6 +333,7 @@ def _evaluate(rknn: Any, job: Job) -> None:
         if outputs is None:
             raise JobError(f"rknn inference returned nothing for {path}")
         arrays.update({f"img{i}_out{j}": out for j, out in enumerate(outputs)})
+        _progress("eval", i + 1, len(job.eval_images))
     job.eval_output.parent.mkdir(parents=True, exist_ok=True)
     np.savez(job.eval_output, **arrays)
 
@@ -376,12 +391,13 @@ def _analyse(rknn: Any, images: tuple[Path, ...], summary: Path) -> None:
     """Run accuracy_analysis per image, keep the summary and delete the dumps."""
     summary.parent.mkdir(parents=True, exist_ok=True)
     per_image = []
-    for image in images:
+    for i, image in enumerate(images):
         # The dumps are ~2 GB per image: write them beside the summary, gone on exit.
         with tempfile.TemporaryDirectory(prefix="rknn-snapshot-", dir=summary.parent) as dump:
             _step("accuracy_analysis", rknn.accuracy_analysis, inputs=[str(image)],
                   output_dir=dump)
             per_image.append(parse_error_analysis(Path(dump, "error_analysis.txt").read_text()))
+        _progress("accuracy_analysis", i + 1, len(images))
     layers = worst_first(per_image)
     summary.write_text(json.dumps({"images": [str(p) for p in images], "layers": layers},
                                   indent=1))

@@ -1,11 +1,14 @@
-"""YOLOv8 person detection: pre-processing, both head layouts, NMS, boxes back to the frame.
+"""YOLOv8 person detection: pre-processing, the head layouts, NMS, boxes back to the frame.
 
-The detector owns what the model means; the backend only moves tensors. Two output
+The detector owns what the model means; the backend only moves tensors. Three output
 layouts are decoded (the manifest's ``output.layout``):
 
 ``yolov8-stock``
     Ultralytics' export: one ``[1, 4+nc, A]`` tensor, boxes as ``cx, cy, w, h`` in
     input pixels followed by class scores.
+``yolov8-split``
+    The same boxes and scores as two outputs, ``[1, 4, A]`` and ``[1, nc, A]`` (made by
+    the conversion stage to compare head layouts under INT8).
 ``yolov8-dfl``
     rknn_model_zoo's layout for INT8 targets: per stride, the DFL box logits
     ``[1, 64, H, W]``, the class scores ``[1, nc, H, W]`` and their clipped sum
@@ -131,6 +134,11 @@ def decode_stock(outputs: Sequence[np.ndarray], _: dict[str, Any]) -> tuple[np.n
     return boxes, pred[4:].T
 
 
+def decode_split(outputs: Sequence[np.ndarray], output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the stock head's boxes and scores given as two outputs; see :func:`decode_stock`."""
+    return decode_stock([np.concatenate(outputs[:2], axis=1)], output)
+
+
 def decode_dfl(outputs: Sequence[np.ndarray], output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Decode rknn_model_zoo's per-stride DFL head (``box, cls, sum`` per stride).
 
@@ -161,6 +169,7 @@ def decode_dfl(outputs: Sequence[np.ndarray], output: dict[str, Any]) -> tuple[n
 
 DECODERS: dict[str, Callable[[Sequence[np.ndarray], dict[str, Any]], tuple[np.ndarray, np.ndarray]]] = {
     "yolov8-stock": decode_stock,
+    "yolov8-split": decode_split,
     "yolov8-dfl": decode_dfl,
 }
 """Output layout name (manifest ``output.layout``) -> decoder."""
