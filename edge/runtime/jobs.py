@@ -1,0 +1,531 @@
+"""Jobs: the streams of one request, run until ``endTime``, and their results.
+
+A job is the original system's unit of work: camera URLs and a Unix time at which the
+analysis ends (SPEC.md, "The HTTP API"). Each camera becomes a
+:class:`~edge.runtime.stream.StreamRunner` in its own thread. A job ends when its end
+time passes, when every stream has ended (a file played out), or when it is stopped.
+
+Every frame's record goes to ``<results_dir>/<job>/<start>.jsonl``, one JSON object a
+line, flushed at once, so nothing is lost when no one polls; the last records are also
+kept in memory, numbered (``seq``), for the API to page through.
+
+Jobs still running when the service stops are remembered in
+``<results_dir>/active-jobs.json`` and started again, with fresh result files, when
+the service comes back before their end time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from edge.bundle import write_json_atomic
+from edge.runtime.live import LiveSettings, ModelHolder
+from edge.runtime.sources import Source, SourceOptions, open_source
+from edge.runtime.stream import StreamRunner
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "active-jobs.json"
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What a job id may be: it names the job's results folder."""
+
+
+class JobConflict(Exception):
+    """A job of that id is running already."""
+
+
+class CapacityExceeded(Exception):
+    """Starting the job would run more streams than the device allows."""
+
+
+class JobNotFound(Exception):
+    """No job of that id is known."""
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One entry of a job's ``cameraUrls``.
+
+    Attributes
+    ----------
+    video : str
+        An RTSP (or HTTP) URL, or a video file's path or ``file://`` URI.
+    transport : str or None
+        ``tcp`` or ``udp`` for RTSP; None takes the service's default.
+    realtime : bool or None
+        Files only: read at the file's own frame rate; None takes the default.
+    """
+
+    video: str
+    transport: str | None = None
+    realtime: bool | None = None
+
+    def source_options(self, defaults: SourceOptions) -> SourceOptions:
+        """Return the service's source options with this camera's own on top."""
+        own = {k: v for k, v in (("transport", self.transport), ("realtime", self.realtime)) if v is not None}
+        return dataclasses.replace(defaults, **own)
+
+
+class _Kept(NamedTuple):
+    """A record kept in memory: what pages filter on, and its JSON line."""
+
+    seq: int
+    stream: int
+    frame: int
+    wall: float
+    line: str
+
+
+class ResultLog:
+    """A job's results: appended to a JSONL file and kept, the last ``keep``, in memory.
+
+    Parameters
+    ----------
+    path : Path
+        The JSONL file (created with its folder; appended to).
+    keep : int
+        How many records the memory keeps for paging.
+    """
+
+    def __init__(self, path: Path, keep: int = 2000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = open(path, "a")  # noqa: SIM115 - closed in close()
+        # The JSON lines, not the dicts: a dict of a crowded frame weighs ten times more.
+        self._ring: deque[_Kept] = deque(maxlen=keep)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """How many records were written."""
+        return self._count
+
+    def append(self, record: dict[str, Any]) -> bool:
+        """Write a record, numbered (``seq``, from 0), and keep it; False once closed."""
+        with self._lock:
+            if self._file.closed:
+                return False
+            line = json.dumps({"seq": self._count, **record})
+            self._file.write(line + "\n")
+            self._file.flush()
+            self._ring.append(_Kept(self._count, record["stream"], record["frame"], record["wall"], line))
+            self._count += 1
+            return True
+
+    def page(
+        self,
+        after: int = -1,
+        limit: int = 100,
+        stream: int | None = None,
+        from_frame: int | None = None,
+        from_time: float | None = None,
+    ) -> dict[str, Any]:
+        """Return up to ``limit`` records kept in memory, oldest first.
+
+        Parameters
+        ----------
+        after : int
+            Only records whose ``seq`` is greater (the ``next`` of the previous page).
+        limit : int
+            The most records returned.
+        stream : int, optional
+            Only this stream's records (its index in ``cameraUrls``).
+        from_frame : int, optional
+            Only records of frame numbers at least this (per stream: combine with
+            ``stream``).
+        from_time : float, optional
+            Only records processed at this Unix time or later (``wall``).
+
+        Returns
+        -------
+        dict
+            ``results``; ``next`` (the ``after`` of the next page); ``more`` (whether
+            more matching records wait); ``total`` (records written); ``oldest`` (the
+            first ``seq`` still in memory: older ones are only in ``file``); ``file``.
+        """
+        with self._lock:
+            kept = list(self._ring)
+            total = self._count
+        matching = (
+            r for r in kept
+            if r.seq > after
+            and (stream is None or r.stream == stream)
+            and (from_frame is None or r.frame >= from_frame)
+            and (from_time is None or r.wall >= from_time)
+        )
+        page = [r for r, _ in zip(matching, range(limit + 1), strict=False)]
+        more = len(page) > limit
+        page = page[:limit]
+        return {
+            "results": [json.loads(r.line) for r in page],
+            "next": page[-1].seq if page else max(after, -1),
+            "more": more,
+            "total": total,
+            "oldest": kept[0].seq if kept else None,
+            "file": str(self.path),
+        }
+
+    def close(self) -> None:
+        """Close the file; later records are dropped."""
+        with self._lock:
+            self._file.close()
+
+
+class Job:
+    """The streams of one request and their results.
+
+    Attributes
+    ----------
+    id : str
+    cameras : list of Camera
+    end_time : float
+        Unix time at which the job ends.
+    started, finished : float or None
+        Unix times.
+    state : str
+        ``running``, ``ended`` (its end time passed, or every stream ended) or
+        ``stopped`` (by request, or the service stopped).
+    reason : str or None
+        Why it is no longer running.
+    streams : list of StreamRunner
+    log : ResultLog
+    """
+
+    def __init__(self, job_id: str, cameras: list[Camera], end_time: float, log: ResultLog) -> None:
+        self.id = job_id
+        self.cameras = cameras
+        self.end_time = end_time
+        self.started = time.time()
+        self.finished: float | None = None
+        self.state = "running"
+        self.reason: str | None = None
+        self.streams: list[StreamRunner] = []
+        self.log = log
+        self._closer: threading.Thread | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Return the job as ``GET /api/inference/<id>`` shows it."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "endTime": self.end_time,
+            "started": round(self.started, 3),
+            "finished": round(self.finished, 3) if self.finished else None,
+            "results": {"count": self.log.count, "file": str(self.log.path)},
+            "streams": [s.figures() for s in self.streams],
+        }
+
+    def end(self, state: str, reason: str) -> None:
+        """Close the results, so that they are final from now on, and stop the streams.
+
+        The streams stop in the background: a live source can take its read timeout to
+        let go; a frame they finish meanwhile is not recorded.
+        """
+        self.log.close()
+        closer = threading.Thread(target=self._close_streams, name=f"end job {self.id}", daemon=True)
+        closer.start()
+        self._closer = closer  # before the state: whoever sees the job ended may wait for it
+        self.state, self.reason, self.finished = state, reason, time.time()
+
+    def _close_streams(self) -> None:
+        for stream in self.streams:
+            stream.stop()
+        for stream in self.streams:
+            stream.join(timeout=60)
+
+    def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until the job's streams have stopped."""
+        if self._closer is not None:
+            self._closer.join(timeout)
+
+
+class JobManager:
+    """Start, stop, end and remember jobs.
+
+    Parameters
+    ----------
+    holder : ModelHolder
+        The models the streams run.
+    settings : LiveSettings
+        The runtime settings the streams run with.
+    results_dir : Path
+        Where each job's JSONL files and the remembered jobs go.
+    max_streams : int
+        The most streams running at once, over all jobs.
+    source_options : SourceOptions
+        How sources are opened, unless a camera says otherwise.
+    keep_results : int
+        Records per job kept in memory for paging.
+    keep_jobs : int
+        Finished jobs kept for ``GET``; older ones are forgotten (their files stay).
+    keep_days : float
+        Result files not written to for this long are deleted (checked at start and
+        hourly), so a device's disk does not fill up over months; 0 keeps them all.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        settings: LiveSettings,
+        results_dir: Path,
+        *,
+        max_streams: int,
+        source_options: SourceOptions,
+        keep_results: int = 2000,
+        keep_jobs: int = 10,
+        keep_days: float = 0.0,
+    ) -> None:
+        self._holder, self._settings = holder, settings
+        self.results_dir = Path(results_dir)
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.max_streams = max_streams
+        self._source_options = source_options
+        self._keep_results, self._keep_jobs, self._keep_days = keep_results, keep_jobs, keep_days
+        self._jobs: dict[str, Job] = {}
+        self._starting: dict[str, int] = {}  # jobs opening their sources: id -> streams
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="edge-jobs", daemon=True)
+        self._ticker.start()
+
+    def start(self, job_id: str, cameras: list[Camera], end_time: float) -> Job:
+        """Open the cameras and start a job's streams.
+
+        Raises
+        ------
+        JobConflict
+            When a job of that id is running.
+        CapacityExceeded
+            When the streams would exceed ``max_streams``.
+        SourceError
+            When a camera cannot be opened (a missing or undecodable file, a bad
+            scheme); nothing is started then.
+        ValueError
+            For an id that does not match :data:`JOB_ID`.
+        """
+        if not JOB_ID.match(job_id):
+            raise ValueError(f"job id {job_id!r}: use 1 to 64 letters, digits, '_' or '-'")
+        with self._lock:
+            self._reserve(job_id, len(cameras))
+        try:
+            # Outside the lock: a stream opened without reconnects waits for its camera.
+            sources = self._open_all(cameras)
+        except BaseException:
+            with self._lock:
+                del self._starting[job_id]
+            raise
+        with self._lock:
+            del self._starting[job_id]
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
+            log = ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results)
+            job = Job(job_id, cameras, end_time, log)
+            job.streams = [
+                StreamRunner(job_id, i, c.video, s, self._holder, self._settings, log.append, end_time)
+                for i, (c, s) in enumerate(zip(cameras, sources, strict=True))
+            ]
+            self._jobs.pop(job_id, None)  # a finished job of that id is replaced
+            self._jobs[job_id] = job
+            for stream in job.streams:
+                stream.start()
+            self._remember()
+        logger.info("job %s started: %d streams until %s", job_id, len(cameras), end_time)
+        return job
+
+    def _reserve(self, job_id: str, streams: int) -> None:
+        """Hold room for a job being started, or refuse it."""
+        running = self._jobs.get(job_id)
+        if job_id in self._starting or (running is not None and running.state == "running"):
+            raise JobConflict(f"job {job_id} is running; stop it first (DELETE)")
+        active = self.active_streams() + sum(self._starting.values())
+        if active + streams > self.max_streams:
+            raise CapacityExceeded(
+                f"{streams} more streams would make {active + streams}; "
+                f"this device runs at most {self.max_streams}"
+            )
+        self._starting[job_id] = streams
+
+    def _open_all(self, cameras: list[Camera]) -> list[Source]:
+        sources: list[Source] = []
+        try:
+            for camera in cameras:
+                sources.append(open_source(camera.video, camera.source_options(self._source_options)))
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
+        return sources
+
+    def stop(self, job_id: str) -> Job:
+        """Stop a job (a finished one is left as it is) and return it.
+
+        Raises
+        ------
+        JobNotFound
+        """
+        with self._lock:
+            job = self.get(job_id)
+            if job.state == "running":
+                job.end("stopped", "stopped by request")
+                self._remember()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """Return the job of that id.
+
+        Raises
+        ------
+        JobNotFound
+        """
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        return job
+
+    def jobs(self) -> list[Job]:
+        """Return the jobs known, oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def stream(self, stream_id: str) -> StreamRunner | None:
+        """Return the stream ``<job>.<index>``, or None."""
+        job_id, _, index = stream_id.rpartition(".")
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or not index.isdigit() or int(index) >= len(job.streams):
+            return None
+        return job.streams[int(index)]
+
+    def active_streams(self) -> int:
+        """How many streams of running jobs are still running."""
+        with self._lock:
+            return sum(not s.done for j in self._jobs.values() if j.state == "running" for s in j.streams)
+
+    def resume(self, check: Callable[[Camera], None]) -> list[str]:
+        """Start again the jobs remembered from before a restart whose end time is ahead.
+
+        Parameters
+        ----------
+        check : callable
+            Raises for a camera no longer allowed (e.g. outside the media folder).
+
+        Returns
+        -------
+        list of str
+            The ids of the jobs started.
+        """
+        started = []
+        for job_id, cameras, end_time in self._remembered():
+            try:
+                for camera in cameras:
+                    check(camera)
+                self.start(job_id, cameras, end_time)
+                started.append(job_id)
+            except Exception as e:  # one bad job must not keep the others down
+                logger.warning("job %s not resumed: %s", job_id, e)
+        self._remember()
+        return started
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every running job, remembering them to resume after a restart.
+
+        Returns once every job's streams have stopped (those ended earlier too), so
+        that nothing runs on the models when they are closed next.
+        """
+        self._closing.set()
+        with self._lock:
+            for job in self._jobs.values():
+                if job.state == "running":
+                    job.end("stopped", "the service stopped")
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.wait_closed(timeout)
+        self._ticker.join()
+
+    def prune(self) -> list[Path]:
+        """Delete the result files older than ``keep_days`` (never a running job's).
+
+        Returns
+        -------
+        list of Path
+            The files deleted.
+        """
+        if not self._keep_days:
+            return []
+        limit = time.time() - self._keep_days * 86400
+        with self._lock:
+            writing = {j.log.path for j in self._jobs.values() if j.state == "running"}
+        removed = []
+        for path in self.results_dir.glob("*/*.jsonl"):
+            try:
+                if path not in writing and path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed.append(path)
+                    path.parent.rmdir()  # fails, as it should, while other files remain
+            except OSError:
+                continue
+        if removed:
+            logger.info("deleted %d result files older than %g days", len(removed), self._keep_days)
+        return removed
+
+    def _tick(self) -> None:
+        """End the jobs whose time is up or whose streams have all ended; prune hourly."""
+        next_prune = 0.0
+        while not self._closing.wait(0.2):
+            if time.monotonic() >= next_prune:
+                self.prune()
+                next_prune = time.monotonic() + 3600
+            now, changed = time.time(), False
+            with self._lock:
+                for job in [j for j in self._jobs.values() if j.state == "running"]:
+                    if now >= job.end_time:
+                        job.end("ended", "endTime reached")
+                    elif all(s.done for s in job.streams):
+                        job.end("ended", "every stream ended")
+                    else:
+                        continue
+                    changed = True
+                    logger.info("job %s ended: %s", job.id, job.reason)
+                self._forget_old()
+                if changed:
+                    self._remember()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.state != "running"]
+        for job in finished[: max(0, len(finished) - self._keep_jobs)]:
+            del self._jobs[job.id]
+
+    def _remember(self) -> None:
+        """Write the running jobs (except while closing: those are to be resumed)."""
+        if self._closing.is_set():
+            return
+        running = [
+            {"id": j.id, "endTime": j.end_time, "cameras": [dataclasses.asdict(c) for c in j.cameras]}
+            for j in self._jobs.values() if j.state == "running"
+        ]
+        write_json_atomic(self.results_dir / STATE_FILE, {"jobs": running})
+
+    def _remembered(self) -> Iterable[tuple[str, list[Camera], float]]:
+        path = self.results_dir / STATE_FILE
+        try:
+            entries = json.loads(path.read_text())["jobs"]
+            jobs = [(e["id"], [Camera(**c) for c in e["cameras"]], float(e["endTime"])) for e in entries]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("%s unreadable, no job resumed: %s", path, e)
+            return []
+        return [job for job in jobs if job[2] > time.time()]

@@ -1,0 +1,171 @@
+"""The HTTP API: the original system's job request, health, status, metrics, control, a page.
+
+Routes (those marked * need ``Authorization: Bearer <token>`` when a token is set):
+
+==========================================  ===============================================
+``POST /api/inference/<id>`` *              start a job: ``{"cameraUrls": [{"video": ...}],
+                                            "endTime": <unix time>}``
+``GET /api/inference/<id>`` *               the job: state, per-stream figures
+``GET /api/inference/<id>/results`` *       its detections, paged (``after``, ``limit``) or
+                                            from a ``stream``/``from_frame``/``from_time`` on
+``DELETE /api/inference/<id>`` *            stop it
+``GET /api/inference`` *                    every job known
+``GET /health``                             liveness: 200 while the process serves
+``GET /ready``                              200 once the bundle is loaded, the attribute
+                                            process runs and the self-test passed; else 503
+``GET /status`` *                           per stream and per device figures, the bundle
+``GET /metrics`` *                          the same in Prometheus' format
+``GET, PATCH /api/config`` *                the live thresholds (``conf_th``, ``iou_th``,
+                                            ``score_th_capture``, ``min_live_seconds``)
+``POST /api/models/reload`` *               reload and self-test the bundle, jobs going on
+``GET /api/streams/<id>/snapshot.jpg`` *    the stream's latest annotated frame
+``GET /``                                   the dashboard page (it asks for the token)
+==========================================  ===============================================
+
+Every error is JSON, ``{"error": "<what is wrong>"}``, with a 4xx status for anything a
+client can get wrong; a 5xx would be a bug (and is logged as one), except 503 while the
+service is not ready to start jobs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from importlib.resources import files
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from edge.runtime.jobs import CapacityExceeded, JobConflict, JobNotFound
+from edge.runtime.sources import SourceError
+from edge.service import metrics, validation
+from edge.service.state import Service
+from edge.service.validation import RequestError
+
+logger = logging.getLogger(__name__)
+
+PUBLIC = frozenset({"health", "ready", "dashboard"})
+"""Endpoints that need no token."""
+
+_ERRORS: dict[type[Exception], int] = {
+    JobNotFound: 404,
+    JobConflict: 409,
+    CapacityExceeded: 429,
+    SourceError: 400,
+}
+
+
+def _error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def create_app(service: Service) -> Flask:
+    """Return the Flask app serving ``service``."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = validation.MAX_BODY_BYTES
+    app.json.sort_keys = False  # keep the documented field order
+    _install_guards(app, service.config.token)
+    _install_routes(app, service)
+    return app
+
+
+def _install_guards(app: Flask, token: str) -> None:
+    expected = f"Bearer {token}".encode()
+
+    @app.before_request
+    def require_token() -> Any:
+        if not token or request.endpoint in PUBLIC:
+            return None
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if hmac.compare_digest(given, expected):
+            return None
+        response, status = _error("a bearer token is required (Authorization: Bearer <token>)", 401)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="edge"'
+        return response, status
+
+    @app.errorhandler(RequestError)
+    def refused(e: RequestError) -> Any:
+        return _error(str(e), e.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> Any:
+        return _error(e.description or e.name, e.code or 400)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception) -> Any:
+        for kind, status in _ERRORS.items():
+            if isinstance(e, kind):
+                return _error(str(e), status)
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        return _error("internal error (logged)", 500)
+
+
+def _install_routes(app: Flask, service: Service) -> None:
+    @app.get("/health")
+    def health() -> Any:
+        return jsonify(status="ok", uptime_s=round(time.time() - service.device.started, 1))
+
+    @app.get("/ready")
+    def ready() -> Any:
+        ok, reasons = service.readiness()
+        return jsonify(ready=ok, reasons=reasons), 200 if ok else 503
+
+    @app.get("/status")
+    def status() -> Any:
+        return jsonify(service.status())
+
+    @app.get("/metrics")
+    def prometheus() -> Any:
+        return Response(metrics.render(service.status()), content_type=metrics.CONTENT_TYPE)
+
+    @app.get("/")
+    def dashboard() -> Any:
+        page = files("edge.service").joinpath("static/dashboard.html").read_text()
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    @app.get("/api/inference")
+    def list_jobs() -> Any:
+        return jsonify(jobs=[j.describe() for j in service.jobs.jobs()])
+
+    @app.post("/api/inference/<job_id>")
+    def start_job(job_id: str) -> Any:
+        validation.job_id(job_id)
+        body = validation.parse_json(request.get_data(cache=False))
+        return jsonify(service.start_job(job_id, body).describe())
+
+    @app.get("/api/inference/<job_id>")
+    def get_job(job_id: str) -> Any:
+        return jsonify(service.jobs.get(validation.job_id(job_id)).describe())
+
+    @app.delete("/api/inference/<job_id>")
+    def stop_job(job_id: str) -> Any:
+        return jsonify(service.jobs.stop(validation.job_id(job_id)).describe())
+
+    @app.get("/api/inference/<job_id>/results")
+    def results(job_id: str) -> Any:
+        query = validation.results_query(request.args)
+        job = service.jobs.get(validation.job_id(job_id))
+        return jsonify(id=job.id, state=job.state, **job.log.page(**query))
+
+    @app.get("/api/config")
+    def get_config() -> Any:
+        return jsonify(service.settings.values())
+
+    @app.patch("/api/config")
+    def change_config() -> Any:
+        return jsonify(service.change_settings(validation.parse_json(request.get_data(cache=False))))
+
+    @app.post("/api/models/reload")
+    def reload() -> Any:
+        return jsonify(service.reload())
+
+    @app.get("/api/streams/<stream_id>/snapshot.jpg")
+    def snapshot(stream_id: str) -> Any:
+        stream = service.jobs.stream(validation.stream_id(stream_id))
+        jpeg = stream.snapshot() if stream is not None else None
+        if jpeg is None:
+            what = "no such stream" if stream is None else "no frame processed yet"
+            return _error(f"stream {stream_id}: {what}", 404)
+        return Response(jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})

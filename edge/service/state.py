@@ -1,0 +1,225 @@
+"""What the service holds and does, behind the HTTP routes: models, jobs, readiness, figures.
+
+The routes in :mod:`edge.service.app` only translate HTTP to calls of :class:`Service`
+and back. Models load in the background at start (``/health`` answers at once;
+``/ready`` says when they are usable); a reload loads and self-tests the bundle again
+while the streams go on, and swaps it in only if it passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import BundleError
+from edge.config import ConfigError, ServiceConfig
+from edge.runtime.backends.base import BackendError
+from edge.runtime.device import DeviceMonitor
+from edge.runtime.jobs import Camera, Job, JobManager
+from edge.runtime.live import LiveSettings, ModelHolder, ModelSet, load_models
+from edge.runtime.models import backend_name
+from edge.runtime.sources import SourceOptions
+from edge.service import validation
+from edge.service.validation import RequestError
+
+logger = logging.getLogger(__name__)
+
+_LOAD_ERRORS = (BundleError, BackendError, OSError, ValueError)
+"""What a bad bundle raises; anything else from a load is logged with its traceback."""
+
+
+def source_options(config: ServiceConfig) -> SourceOptions:
+    """Build the configuration's ``source`` table into source options.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key or a bad value.
+    """
+    try:
+        return SourceOptions(**config.source)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"source: {e}") from None
+
+
+def bundle_summary(models: ModelSet) -> dict[str, Any]:
+    """Return what ``/status`` says of the loaded bundle, ``trained`` included."""
+    manifest = models.bundle.manifest
+    entries = manifest["models"]
+    report = models.selftest
+    return {
+        "path": str(models.bundle.path),
+        "name": manifest.get("name"),
+        "target": models.bundle.target,
+        "created": manifest.get("created"),
+        "trained": entries.get("attributes", {}).get("trained"),
+        "models": {
+            task: {
+                "file": e["file"], "format": e["format"], "backend": backend_name(e),
+                "dtype": e.get("quantization", {}).get("dtype"), "sha256": e["sha256"][:12],
+            }
+            for task, e in entries.items()
+        },
+        "selftest": {
+            "state": "skipped" if report is None else "passed" if report.ok else "failed",
+            "images": report.checked_images if report else 0,
+            "crops": report.checked_crops if report else 0,
+            "problems": report.problems[:20] if report else [],
+        },
+        "loaded_at": round(models.loaded_at, 3),
+    }
+
+
+class Service:
+    """The device service: its models, jobs, settings and figures.
+
+    Parameters
+    ----------
+    config : ServiceConfig
+    """
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.device = DeviceMonitor()
+        self.settings = LiveSettings(config.runtime)
+        self.models = ModelHolder()
+        self.media_root = Path(config.media_root).resolve()
+        self.jobs = JobManager(
+            self.models, self.settings, Path(config.results_dir),
+            max_streams=config.max_streams, source_options=source_options(config),
+            keep_days=config.results_keep_days,
+        )
+        self._load_error: str | None = None
+        self._reload_lock = threading.Lock()
+        self._change_lock = threading.Lock()  # a reload's swap and a live change must not interleave
+
+    # Models.
+
+    def load(self) -> None:
+        """Load the bundle (at start, in the background), then resume remembered jobs."""
+        try:
+            models = load_models(
+                Path(self.config.bundle), self.settings, self.config.backend,
+                selftest=self.config.selftest_on_start,
+            )
+        except Exception as e:  # the service stays up and says why it is not ready
+            self._load_error = str(e)
+            logger.error("cannot load the bundle: %s", e, exc_info=not isinstance(e, _LOAD_ERRORS))
+            return
+        with self._change_lock:
+            self.settings.apply_to(models.detector)
+            self.models.replace(models)
+        if models.usable:
+            resumed = self.jobs.resume(self.check_camera)
+            if resumed:
+                logger.info("resumed jobs %s", ", ".join(resumed))
+
+    def reload(self) -> dict[str, Any]:
+        """Load and self-test the bundle again; swap it in, streams going on, if it passed.
+
+        Raises
+        ------
+        RequestError
+            409 while another reload runs; 422 when the bundle does not load or fails
+            its self-test (the models in use stay).
+        """
+        if not self._reload_lock.acquire(blocking=False):
+            raise RequestError("a reload is in progress", 409)
+        try:
+            try:
+                models = load_models(
+                    Path(self.config.bundle), self.settings, self.config.backend, selftest=True
+                )
+            except Exception as e:  # a bad bundle must not take the running one down
+                logger.error("reload failed: %s", e, exc_info=not isinstance(e, _LOAD_ERRORS))
+                raise RequestError(f"the bundle does not load; the models in use stay: {e}", 422) from None
+            if not models.usable:
+                models.close()
+                problems = "; ".join(models.selftest.problems[:10]) if models.selftest else ""
+                raise RequestError(f"the bundle failed its self-test, the old models stay: {problems}", 422)
+            with self._change_lock:
+                self.settings.apply_to(models.detector)
+                self.models.replace(models)
+            self._load_error = None
+            logger.info("reloaded %s", models.bundle.path)
+            return {"reloaded": True, "bundle": bundle_summary(models)}
+        finally:
+            self._reload_lock.release()
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Return whether the service is ready, and if not, why."""
+        models = self.models.current
+        if models is None:
+            error = self._load_error
+            return False, [f"bundle failed to load: {error}" if error else "bundle loading"]
+        reasons = []
+        if not models.usable and models.selftest is not None:
+            reasons.append("self-test failed: " + "; ".join(models.selftest.problems[:5]))
+        if self.config.runtime.attributes and (models.hub is None or not models.hub.alive):
+            reasons.append("attribute process not running")
+        return not reasons, reasons
+
+    # Jobs and settings.
+
+    def check_camera(self, camera: Camera) -> None:
+        """Refuse a camera that is not allowed (a remembered job's, before resuming it)."""
+        validation.check_video(camera.video, self.media_root)
+
+    def start_job(self, job_id: str, body: Any) -> Job:
+        """Check a job request and start it.
+
+        Raises
+        ------
+        RequestError
+            For a bad request; 503 while no usable models are loaded.
+        """
+        request = validation.job_request(
+            body, now=time.time(), max_streams=self.config.max_streams, media_root=self.media_root
+        )
+        models = self.models.current
+        if models is None or not models.usable:
+            raise RequestError("not ready: " + "; ".join(self.readiness()[1]), 503)
+        return self.jobs.start(job_id, request.cameras, request.end_time)
+
+    def change_settings(self, body: Any) -> dict[str, float]:
+        """Change thresholds live; return the live settings now."""
+        changes = validation.config_change(body)
+        with self._change_lock:
+            try:
+                values = self.settings.update(changes)
+            except ConfigError as e:
+                raise RequestError(str(e)) from None
+            models = self.models.current
+            if models is not None:
+                self.settings.apply_to(models.detector)
+        logger.info("settings changed: %s", changes)
+        return values
+
+    # Figures.
+
+    def status(self) -> dict[str, Any]:
+        """Return what ``/status`` shows: the service, the device, the bundle, the streams."""
+        ready, reasons = self.readiness()
+        models = self.models.current
+        hub = models.hub if models is not None else None
+        jobs = self.jobs.jobs()
+        return {
+            "service": {"ready": ready, "reasons": reasons, "max_streams": self.config.max_streams,
+                        "settings": self.settings.values()},
+            "device": self.device.snapshot(),
+            "bundle": bundle_summary(models) if models is not None else None,
+            "attributes": hub.stats() if hub is not None else None,
+            "jobs": [
+                {"id": j.id, "state": j.state, "endTime": j.end_time, "streams": len(j.streams)} for j in jobs
+            ],
+            "streams": [s.figures() for j in jobs if j.state == "running" for s in j.streams],
+        }
+
+    def close(self) -> None:
+        """Stop the jobs (remembered for a restart), then the models once no reload runs."""
+        self.jobs.close()
+        with self._reload_lock:
+            self.models.close()

@@ -1,0 +1,1 @@
+"""Stand-in for pycuda (tests only): see tests/standins/README.md."""

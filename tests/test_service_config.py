@@ -1,0 +1,104 @@
+"""The service configuration: YAML file, environment overrides, and errors that name the setting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, RuntimeSettings, ServiceConfig, load_service_config
+from edge.service.state import source_options
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "service" / "config.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_the_defaults_on_loopback():
+    config = load_service_config(None, {})
+    assert config == ServiceConfig() and (config.host, config.port) == ("127.0.0.1", 8000)
+    assert config.runtime == RuntimeSettings() and config.token == "" and config.selftest_on_start
+
+
+def test_the_example_is_the_contract_the_deploy_templates():
+    config = load_service_config(EXAMPLE, {})
+    assert (config.listen, config.max_streams) == ("127.0.0.1:8000", 4)
+    assert config.bundle == "/opt/edge/models/current"
+    assert (config.media_root, config.results_dir) == ("/srv/edge/media", "/var/lib/edge/results")
+    assert config.results_keep_days == 30
+    assert config.backend == {"threads": 1} and config.source == {"transport": "tcp"}
+    assert config.runtime == RuntimeSettings() and source_options(config).transport == "tcp"
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = write(tmp_path, "listen: 127.0.0.1:9000\ntoken: file\nruntime: {conf_th: 0.5, tracker: bytetrack}")
+    config = load_service_config(path, {
+        "EDGE_LISTEN": "0.0.0.0:8080", "EDGE_BUNDLE": "/b", "EDGE_TOKEN": "12345", "EDGE_MEDIA_ROOT": "/m",
+        "EDGE_RESULTS_DIR": "/r", "EDGE_MAX_STREAMS": "2", "EDGE_SELFTEST_ON_START": "false",
+        "EDGE_RESULTS_KEEP_DAYS": "7.5",
+        "EDGE_RUNTIME__CONF_TH": "0.4", "EDGE_BACKEND__THREADS": "2", "EDGE_SOURCE__TRANSPORT": "udp",
+        "PATH": "/usr/bin",
+    })
+    assert (config.host, config.port, config.bundle, config.token) == ("0.0.0.0", 8080, "/b", "12345")
+    assert (config.media_root, config.results_dir, config.max_streams) == ("/m", "/r", 2)
+    assert config.selftest_on_start is False and config.results_keep_days == 7.5
+    assert (config.runtime.conf_th, config.runtime.tracker) == (0.4, "bytetrack")
+    assert config.backend == {"threads": 2} and config.source == {"transport": "udp"}
+    assert "12345" not in repr(config), "the token stays out of logs"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ("listen: 8000\n", {}, "listen must be a str"),
+        ("listen: localhost\n", {}, "listen must be host:port"),
+        ("max_streams: '4'\n", {}, "max_streams must be a int"),
+        ("max_streams: 0\n", {}, "max_streams must be within 1..64"),
+        ("token: 'two words'\n", {}, "token must be printable ASCII without spaces"),
+        ("tokens: x\n", {}, "unknown setting(s): tokens"),
+        ("runtime: {conf_th: 2}\n", {}, "conf_th must be within [0, 1]"),
+        ("runtime: {threads: 2}\n", {}, "runtime.threads"),
+        ("runtime: {colour: red}\n", {}, "unknown setting(s): colour"),
+        ("backend: 2\n", {}, "backend must be a dict"),
+        ("selftest_on_start: 'yes'\n", {}, "selftest_on_start must be a bool"),
+        ("- a list\n", {}, "must be a mapping of settings"),
+        ("listen: [\n", {}, "cannot read the configuration"),
+        ("", {"EDGE_MAX_STREAMS": "four"}, "EDGE_MAX_STREAMS must be a number (int)"),
+        ("results_keep_days: -1\n", {}, "results_keep_days must be >= 0"),
+        ("results_keep_days: true\n", {}, "results_keep_days must be a float"),
+        ("", {"EDGE_SELFTEST_ON_START": "maybe"}, "EDGE_SELFTEST_ON_START must be true or false"),
+        ("", {"EDGE_LISTNE": "x"}, "EDGE_LISTNE: unknown setting"),
+        ("", {"EDGE_RUNTIME__CONF_TH": "high"}, "conf_th must be a float"),
+    ],
+)
+def test_bad_settings_are_refused_naming_them(tmp_path, text, environ, message):
+    with pytest.raises(ConfigError) as error:
+        load_service_config(write(tmp_path, text), environ)
+    assert message in str(error.value)
+
+
+def test_bad_source_options_are_refused():
+    with pytest.raises(ConfigError, match="source: .*transport"):
+        source_options(ServiceConfig(source={"transport": "quic"}))
+    with pytest.raises(ConfigError, match="source: .*unexpected keyword argument 'fps'"):
+        source_options(ServiceConfig(source={"fps": 5}))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("max_streams: 100\n", "max_streams must be within 1..64"),
+     ("runtime: {tracker: deepsort}\n", "runtime.tracker 'deepsort'"),
+     ("source: {backoff_initial_s: 0}\n", "source: backoff")],
+)
+def test_edge_serve_exits_2_on_a_bad_configuration(tmp_path, text, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "serve", "--config", str(write(tmp_path, text))],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr
