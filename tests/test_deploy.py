@@ -1,0 +1,452 @@
+"""The Ansible deploy (deploy/ansible), run for real against two loopback SSH devices.
+
+Two sshd "devices" on 127.0.0.1 (own host keys, one client key, each its own install root,
+service user and port) form the ``cpu`` group of an inventory made the way
+deploy/ansible/README.md says to add boards: the example's group_vars, a host_vars folder
+per device with its token in an ``ansible-vault`` encrypted ``vault.yml``. Then, in order:
+
+1. the first deploy: on each device the service runs as its own user under the fallback
+   supervisor (no systemd as PID 1 here), ``/ready`` answers, the token guards the API,
+   the unit file passes ``systemd-analyze verify``;
+2. ``make deploy`` again, as the README says: no task changes anything, nothing restarts;
+3. the platform checks: a device put into a group it does not fit (an x86_64 "RK3588") is
+   refused before any change; the Rockchip and Jetson checks pass or refuse, with their
+   message, against files made to look like a board (device tree, RKNPU driver, librknnrt,
+   L4T, TensorRT); ``make deploy-check`` with a new bundle (on the canary) reports the
+   changes and makes none;
+4. a deploy of a bundle whose golden outputs were tampered with: the canary device fails its
+   health gate and is rolled back to the previous release, which serves again; the rollout
+   stops before the second device, which is untouched;
+5. a good release after that prunes the old releases, bundles and venvs beyond the ones kept.
+
+The wheelhouse is built once (``make dist``, reused while the package is unchanged);
+nothing but 127.0.0.1 is ever a target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sshd import SSHD, SshDevice, free_port, keygen
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSIBLE = ROOT / "deploy" / "ansible"
+EXAMPLE = ANSIBLE / "inventory" / "example"
+DEPLOY_BIN = ROOT / ".venv-deploy" / "bin"
+BUNDLE = ROOT / "models" / "default" / "cpu"
+WHEELHOUSE = ROOT / "dist" / "wheelhouse-cpu"
+DEVICES = ("dev1", "dev2")  # inventory order: dev1 is the canary batch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the loopback devices need root (sshd, service users)"),
+    pytest.mark.skipif(not Path(SSHD).exists(), reason="openssh-server is not installed (make system-deps)"),
+]
+
+_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """``{host: {ok, changed, unreachable, failed}}`` from the PLAY RECAP."""
+        keys = ("ok", "changed", "unreachable", "failed")
+        return {m[0]: dict(zip(keys, map(int, m[1:]), strict=True)) for m in _RECAP.findall(self.output)}
+
+    def changed_tasks(self) -> list[str]:
+        """``TASK name: host`` for every result reported changed."""
+        task, found = "", []
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line[6:].split("]", 1)[0]
+            elif line.startswith("changed: ["):
+                found.append(f"{task}: {line[10:].split(']', 1)[0]}")
+        return found
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-n:])
+
+
+@dataclass
+class Device:
+    name: str
+    ssh: SshDevice
+    port: int  # the service's
+    root: Path  # everything the deploy writes for this device is under here
+    token: str = field(repr=False)
+
+    @property
+    def opt(self) -> Path:
+        return self.root / "opt"
+
+    @property
+    def user(self) -> str:
+        return f"edge-t-{self.name}"
+
+    def current(self) -> str:
+        return os.readlink(self.opt / "current")
+
+    def bundles(self) -> list[str]:
+        return sorted(p.name for p in (self.opt / "bundles").iterdir())
+
+    def supervisor_pid(self) -> int:
+        return int((self.opt / "run" / "silhouette-edge.pid").read_text())
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, {}
+
+
+@dataclass
+class Fleet:
+    base: Path
+    inventory: Path
+    devices: list[Device]
+    env: dict[str, str]
+    failed_step: str | None = None
+
+    def playbook(self, *args: str) -> Run:
+        site = str(ANSIBLE / "site.yml")
+        return self._run([str(DEPLOY_BIN / "ansible-playbook"), "-i", str(self.inventory), site, *args])
+
+    def make(self, target: str, ansible_args: str = "") -> Run:
+        """``make deploy`` / ``make deploy-check`` as deploy/ansible/README.md writes them."""
+        cmd = ["make", "-s", target, f"INVENTORY={self.inventory}", f"ANSIBLE_ARGS={ansible_args}"]
+        return self._run(cmd)
+
+    def _run(self, cmd: list[str]) -> Run:
+        proc = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=900)
+        log = self.base / "ansible.log"
+        with log.open("a") as f:
+            f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}")
+        return Run(proc.returncode, proc.stdout)
+
+    def step(self, name: str) -> None:
+        """Skip when an earlier step of the sequence failed."""
+        if self.failed_step:
+            pytest.skip(f"needs the earlier step that failed: {self.failed_step}")
+        self.failed_step = name  # cleared by done()
+
+    def done(self) -> None:
+        self.failed_step = None
+
+
+def _ctl(device: Device, action: str) -> None:
+    ctl = device.opt / "bin" / "edgectl"
+    if ctl.exists():
+        subprocess.run([str(ctl), action], check=False, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    # What travels: the wheel, the wheelhouse (built once, reused while unchanged), the bundle.
+    subprocess.run(["make", "-s", "venv-deploy", "dist"], cwd=ROOT, check=True)
+    assert (BUNDLE / "manifest.json").exists(), "run `make models` first (make test does)"
+
+    base = Path(tempfile.mkdtemp(prefix="edge-deploy-"))
+    base.chmod(0o755)  # the service users must reach their install roots below
+    # Snapshots of what travels: `make deploy` rebuilds dist/ when edge/ changes, `make models`
+    # the bundle, and the runs of this test must all ship the same.
+    bundle = base / "bundle-cpu"
+    shutil.copytree(BUNDLE, bundle)
+    wheelhouse = base / "wheelhouse-cpu"
+    wheelhouse.mkdir()
+    for name in ("PLATFORM", "SHA256SUMS", "requirements.txt"):
+        shutil.copy(WHEELHOUSE / name, wheelhouse / name)
+    try:
+        os.link(f"{WHEELHOUSE}.tar", f"{wheelhouse}.tar")
+    except OSError:
+        shutil.copy(f"{WHEELHOUSE}.tar", f"{wheelhouse}.tar")
+    inventory = base / "inventory"
+    client_key = keygen(base / "client_key")
+    vault_pass = base / "vault-pass"
+    vault_pass.write_text(secrets.token_urlsafe(24) + "\n")
+    vault_pass.chmod(0o600)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"),
+               ANSIBLE_VAULT_PASSWORD_FILE=str(vault_pass), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(base / "ansible-tmp"),
+               ANSIBLE_SSH_CONTROL_PATH_DIR=str(base / "cp"))
+
+    devices = []
+    try:
+        for name in DEVICES:
+            ssh = SshDevice(name, free_port(), base / name / "sshd")
+            ssh.start(client_key.with_suffix(".pub"))
+            devices.append(Device(name, ssh, free_port(), base / name, secrets.token_urlsafe(24)))
+        known_hosts = base / "known_hosts"
+        known_hosts.write_text("".join(d.ssh.known_hosts_line() for d in devices))
+
+        # The inventory, made as the README's "Add a board" says.
+        (inventory / "group_vars" / "all").mkdir(parents=True)
+        shutil.copy(EXAMPLE / "group_vars" / "all.yml", inventory / "group_vars" / "all" / "fleet.yml")
+        shutil.copy(EXAMPLE / "group_vars" / "cpu.yml", inventory / "group_vars" / "cpu.yml")
+        (inventory / "group_vars" / "all" / "loopback.yml").write_text(
+            "# The test rig: root over SSH with the rig's key, the device's own Python.\n"
+            "ansible_user: root\n"
+            "ansible_become: false\n"
+            f"ansible_ssh_private_key_file: {client_key}\n"
+            f"ansible_ssh_common_args: -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes\n"
+            "ansible_python_interpreter: /usr/bin/python3\n"
+            "edge_ready_timeout: 240\n"
+            f"edge_wheelhouse: {wheelhouse}\n"
+            f"edge_bundle_src: {bundle}\n"
+        )
+        hosts = "".join(
+            f"        {d.name}: {{ansible_host: 127.0.0.1, ansible_port: {d.ssh.port}}}\n" for d in devices
+        )
+        (inventory / "hosts.yml").write_text(f"---\nall:\n  children:\n    cpu:\n      hosts:\n{hosts}")
+        for d in devices:
+            host_vars = inventory / "host_vars" / d.name
+            host_vars.mkdir(parents=True)
+            (host_vars / "main.yml").write_text(
+                f'edge_listen: "127.0.0.1:{d.port}"\n'
+                'edge_token: "{{ vault_edge_token }}"\n'
+                f"edge_root: {d.opt}\n"
+                f"edge_config_dir: {d.root / 'etc'}\n"
+                f"edge_state_dir: {d.root / 'var'}\n"
+                f"edge_log_dir: {d.root / 'log'}\n"
+                f"edge_unit_dir: {d.root / 'systemd'}\n"
+                f"edge_user: {d.user}\n"
+                f"edge_group: {d.user}\n"
+            )
+            (host_vars / "vault.yml").write_text(f"vault_edge_token: {d.token}\n")
+            subprocess.run([str(DEPLOY_BIN / "ansible-vault"), "encrypt", str(host_vars / "vault.yml")],
+                           env=env, check=True, capture_output=True)
+        yield Fleet(base, inventory, devices, env)
+    finally:
+        for d in devices:
+            _ctl(d, "stop")
+        for socket in (base / "cp").glob("*"):  # ansible's ssh connection masters (ControlPersist)
+            subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={socket}", "127.0.0.1"],
+                           check=False, capture_output=True, timeout=30)
+        for d in devices:
+            d.ssh.stop()
+        for d in devices:
+            subprocess.run(["userdel", d.user], check=False, capture_output=True)
+            subprocess.run(["groupdel", d.user], check=False, capture_output=True)
+        if os.environ.get("EDGE_KEEP_DEPLOY_TEST"):
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ansible_lint_and_syntax():
+    subprocess.run(["make", "-s", "venv-deploy"], cwd=ROOT, check=True)
+    lint = subprocess.run([str(DEPLOY_BIN / "ansible-lint"), "--profile", "production", "--nocolor"],
+                          cwd=ANSIBLE, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    syntax = subprocess.run(
+        [str(DEPLOY_BIN / "ansible-playbook"), "-i", str(EXAMPLE / "hosts.yml"), "--syntax-check",
+         "site.yml"],
+        cwd=ANSIBLE, capture_output=True, text=True,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg")),
+    )
+    assert syntax.returncode == 0, syntax.stdout + syntax.stderr
+
+
+def test_first_deploy_serves_on_every_device(fleet: Fleet):
+    fleet.step("first deploy")
+    # Both devices in one batch: the rollout order is what test 4 checks.
+    run = fleet.playbook("-e", "edge_serial=2")
+    assert run.rc == 0, run.tail()
+    recap = run.recap()
+    for d in fleet.devices:
+        assert recap[d.name]["failed"] == 0 and recap[d.name]["changed"] > 0, recap
+        assert d.get("/ready") == (200, {"ready": True, "reasons": []})
+        assert d.get("/health")[0] == 200
+        # The token, from the vault through the 0600 environment file, guards the API.
+        assert d.get("/status")[0] == 401
+        assert d.get("/status", d.token)[0] == 200
+        env_file = d.root / "etc" / "edge.env"
+        assert env_file.stat().st_mode & 0o777 == 0o600
+        assert f"EDGE_TOKEN={d.token}" in env_file.read_text()
+        config = (d.opt / "current" / "config.yaml").read_text()
+        assert d.token not in config and f'listen: "127.0.0.1:{d.port}"' in config
+        # The service runs as its own user, from the release `current` points at.
+        pid = d.supervisor_pid()
+        child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert child, "the supervisor has no service process"
+        uids = next(line.split()[1:] for line in Path(f"/proc/{child[0]}/status").read_text().splitlines()
+                    if line.startswith("Uid:"))
+        assert set(uids) == {str(pwd.getpwnam(d.user).pw_uid)}
+        assert d.current().startswith("releases/")
+        # The unit file (what systemd would run) is valid and hardened.
+        unit = d.root / "systemd" / "silhouette-edge.service"
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        assert verify.returncode == 0 and str(unit) not in verify.stderr, verify.stderr
+        text = unit.read_text()
+        for line in (f"User={d.user}", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                     "MemoryMax=", f"EnvironmentFile={env_file}"):
+            assert line in text
+    fleet.done()
+
+
+def test_second_deploy_changes_nothing(fleet: Fleet):
+    fleet.step("second deploy")
+    before = {d.name: (d.current(), d.supervisor_pid()) for d in fleet.devices}
+    run = fleet.make("deploy")
+    assert run.rc == 0, run.tail()
+    recap = run.recap()
+    assert {d.name: recap[d.name]["changed"] for d in fleet.devices} == {d.name: 0 for d in fleet.devices}, \
+        run.changed_tasks()
+    assert {d.name: (d.current(), d.supervisor_pid()) for d in fleet.devices} == before
+    fleet.done()
+
+
+def test_platform_check_refuses_a_device_that_does_not_fit(fleet: Fleet):
+    fleet.step("platform check")
+    device = fleet.devices[1]
+    before = (device.current(), device.supervisor_pid(), device.bundles())
+    run = fleet.playbook("--limit", device.name, "-e", "edge_target=rk3588")  # an x86_64 "RK3588"
+    assert run.rc != 0
+    assert f"{device.name} is x86_64; target rk3588 runs on aarch64" in run.output, run.tail()
+    assert run.recap()[device.name]["changed"] == 0
+    assert (device.current(), device.supervisor_pid(), device.bundles()) == before
+    fleet.done()
+
+
+def _fake_board(base: Path) -> dict[str, object]:
+    """What edge_platform reads on a Rockchip or Jetson board, as files on this x86_64 host."""
+    fake = base / "fake-board"
+    (fake / "site" / "tensorrt").mkdir(parents=True)
+    (fake / "compatible").write_bytes(b"rockchip,rk3588-evb1-v10\0rockchip,rk3588\0")
+    (fake / "rknpu-version").write_text("RKNPU driver: v0.9.8\n")
+    (fake / "librknnrt.so").write_bytes(b"\x7fELF\0\0librknnrt version: 2.5.0 (4f0d2c3@2025-04-14)\0\0")
+    (fake / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n")
+    (fake / "site" / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0"\n')
+    python = fake / "python3"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={fake / "site"} exec /usr/bin/python3 "$@"\n')
+    python.chmod(0o755)
+    return {
+        "edge_platform_targets": {"rk3588": {"family": "rockchip", "arch": ["x86_64"], "soc": "rk3588",
+                                             "npu_cores": 3},
+                                  "jetson-orin": {"family": "jetson", "arch": ["x86_64"]}},
+        "edge_platform_device_tree_compatible": str(fake / "compatible"),
+        "edge_platform_rknpu_version_file": str(fake / "rknpu-version"),
+        "edge_platform_librknnrt_paths": ["/nonexistent/librknnrt.so", str(fake / "librknnrt.so")],
+        "edge_platform_l4t_release_file": str(fake / "nv_tegra_release"),
+        "edge_platform_python": str(python),
+    }
+
+
+@pytest.mark.parametrize(("target", "spoil", "message"), [
+    ("rk3588", None, None),
+    ("rk3588", ("rknpu-version", "RKNPU driver: v0.8.2\n"), "RKNPU driver 0.8.2"),
+    ("rk3588", ("librknnrt.so", "librknnrt version: 1.6.0 (x)"), "librknnrt.so 1.6.0"),
+    ("rk3588", ("compatible", "rockchip,rk3568\0"), "the device tree says rockchip,rk3568"),
+    ("jetson-orin", None, None),
+    ("jetson-orin", ("site/tensorrt/__init__.py", '__version__ = "8.6.2"\n'), "TensorRT 8.6.2"),
+])
+def test_platform_checks_of_the_boards(fleet: Fleet, target, spoil, message):
+    """The Rockchip and Jetson checks, against a device made to look like one (read-only)."""
+    if fleet.failed_step:
+        pytest.skip(f"needs the earlier step that failed: {fleet.failed_step}")
+    board = _fake_board(fleet.base / f"{target}-{message}")
+    if spoil:
+        path, content = spoil
+        (Path(board["edge_platform_device_tree_compatible"]).parent / path).write_text(content)
+    extra = fleet.base / "board-vars.json"
+    extra.write_text(json.dumps({**board, "edge_target": target}))
+    play = fleet.base / "platform.yml"
+    play.write_text("- name: Check the platform\n  hosts: all\n  gather_facts: true\n  gather_subset: [min]\n"
+                    "  roles: [edge_platform]\n")
+    env = dict(fleet.env, ANSIBLE_ROLES_PATH=str(ANSIBLE / "roles"))
+    cmd = [str(DEPLOY_BIN / "ansible-playbook"), "-i", str(fleet.inventory), str(play), "--limit", "dev2",
+           "-e", f"@{extra}"]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if message is None:
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    else:
+        assert proc.returncode != 0 and message in proc.stdout, proc.stdout[-3000:]
+    assert Run(proc.returncode, proc.stdout).recap()["dev2"]["changed"] == 0
+
+
+def _broken_bundle(base: Path) -> Path:
+    """The default bundle with its golden boxes moved: the device self-test must fail."""
+    broken = base / "broken-bundle"
+    shutil.copytree(base / "bundle-cpu", broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    for reference in manifest["golden"]["detector"]:
+        reference["boxes"] = [[0.0, 0.0, 1.0, 1.0] for _ in reference["boxes"]]
+    (broken / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return broken
+
+
+def test_check_mode_reports_and_changes_nothing(fleet: Fleet):
+    fleet.step("deploy-check")
+    broken = _broken_bundle(fleet.base)
+    before = {d.name: (d.current(), d.supervisor_pid(), d.bundles()) for d in fleet.devices}
+    run = fleet.make("deploy-check", f"--limit {fleet.devices[0].name} -e edge_bundle_src={broken}")
+    assert run.rc == 0, run.tail()
+    assert run.recap()[fleet.devices[0].name]["changed"] > 0, run.recap()
+    assert "--- before" in run.output  # --diff
+    assert {d.name: (d.current(), d.supervisor_pid(), d.bundles()) for d in fleet.devices} == before
+    fleet.done()
+
+
+def test_broken_bundle_rolls_back_and_stops_the_rollout(fleet: Fleet):
+    fleet.step("broken deploy")
+    canary, other = fleet.devices
+    broken = fleet.base / "broken-bundle"
+    if not broken.exists():
+        broken = _broken_bundle(fleet.base)
+    previous = canary.current()
+    other_before = (other.current(), other.supervisor_pid(), other.bundles())
+    canary_pid = canary.supervisor_pid()
+
+    run = fleet.playbook("-e", f"edge_bundle_src={broken}")  # the default batches: canary first
+
+    assert run.rc != 0, run.tail()
+    recap = run.recap()
+    assert recap[canary.name]["failed"] == 1, recap
+    assert other.name not in recap, "the rollout went on past the failed canary"
+    # The canary tried the new release, failed the gate on the self-test, and went back.
+    assert "failed its health gate" in run.output and "self-test failed" in run.output
+    assert f"Rolled back to release {Path(previous).name}, which is ready again." in run.output
+    assert canary.current() == previous
+    assert canary.supervisor_pid() != canary_pid  # restarted twice: the new release, then the old
+    assert len(list((canary.opt / "releases").iterdir())) == 2  # the failed one is kept to look at
+    assert canary.get("/ready") == (200, {"ready": True, "reasons": []})
+    # The second device never saw the bad bundle.
+    assert (other.current(), other.supervisor_pid(), other.bundles()) == other_before
+    assert other.get("/ready")[0] == 200
+    fleet.done()
+
+
+def test_a_new_release_after_the_rollback_prunes_the_old_ones(fleet: Fleet):
+    fleet.step("prune")
+    canary = fleet.devices[0]
+    old = canary.current()
+    # A new configuration is a new release (same venv, same bundle); keep only one.
+    run = fleet.playbook("--limit", canary.name, "-e", '{"edge_runtime": {"conf_th": 0.35}}',
+                         "-e", "edge_keep_releases=1")
+    assert run.rc == 0, run.tail()
+    assert canary.current() != old
+    assert [p.name for p in (canary.opt / "releases").iterdir()] == [Path(canary.current()).name]
+    assert canary.bundles() == [Path(os.readlink(canary.opt / canary.current() / "bundle")).name]
+    assert len(list((canary.opt / "venvs").iterdir())) == 1
+    assert "conf_th: 0.35" in (canary.opt / "current" / "config.yaml").read_text().replace('"', "")
+    assert canary.get("/ready")[0] == 200
+    fleet.done()
