@@ -23,6 +23,11 @@ help:
 	@echo "make models fetch the default weights and build the default CPU bundle"
 	@echo "make data   fetch the default pedestrian clip"
 	@echo "make bench  print runtime speed figures"
+	@echo "make serve  run the device service (CONFIG=file.yaml optional)"
+	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (README: Conversion)"
+	@echo "make calibration            build the default calibration set from the clip"
+	@echo "make dist [DIST_TARGET=rk3588]      package wheel + the device's offline wheelhouse"
+	@echo "make deploy INVENTORY=.../hosts.yml  Ansible rollout to a fleet (deploy-check: dry run)"
 
 $(VENV)/.done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -93,7 +98,7 @@ demo: models data
 	$(PY) -m edge.cli run $(CLIP) --bundle $(BUNDLE) --out runs/demo
 	@echo "Outputs: runs/demo/detections.jsonl and runs/demo/annotated.mp4"
 
-test: models data system-deps
+test: models data system-deps $(RKNN_VENV)/.done
 	$(VENV)/bin/pytest -q
 
 lint: venv
@@ -102,8 +107,49 @@ lint: venv
 bench: models data
 	$(PY) bench/runtime.py --source $(CLIP) --bundle $(BUNDLE)
 
+# The device service on this machine (127.0.0.1:8000 unless CONFIG says otherwise).
+.PHONY: serve bench-service
+serve: models data
+	$(PY) -m edge.cli serve $(if $(CONFIG),--config $(CONFIG))
+
+bench-service: models data system-deps
+	$(PY) bench/service.py --bundle $(BUNDLE) --clip $(CLIP)
+
 clean:
-	rm -rf runs models/default
+	rm -rf runs models/default calibration/default
+
+# --- Conversion (README "Conversion"): INT8 bundles per target, checked against FP32. ---
+# `make convert TARGET=rk3588` writes $(MODELS_DIR)/$(BUNDLE_NAME)/<target>/ (cpu: cpu-int8)
+# from the weights and a calibration set: by default calibration/default, which
+# `make calibration` samples from the first part of the clip (held-out frames: its last part).
+# CONVERT_ARGS passes more options to `edge convert` (see `edge convert --help`).
+CONVERT_TARGETS := rk3588 rk3576 rk3568 rk3566 rk3562 cpu jetson-orin
+TARGET ?= rk3588
+CALIBRATION ?= calibration/default
+BUNDLE_NAME ?= default
+MODELS_DIR ?= models
+CONVERT_ARGS ?=
+
+# An unknown target stops make before anything is built.
+ifneq ($(filter convert,$(MAKECMDGOALS)),)
+ifeq ($(filter $(TARGET),$(CONVERT_TARGETS)),)
+$(error unknown TARGET '$(TARGET)' (known: $(CONVERT_TARGETS)))
+endif
+endif
+
+calibration/default/set.json: $(BUNDLE)/manifest.json $(CLIP)
+	$(PY) -m edge.cli calibrate $(CLIP) --out calibration/default --bundle $(BUNDLE)
+
+calibration: calibration/default/set.json
+
+# The default set is made when it is the one asked for; the venvs are order-only, so that a
+# touched pyproject.toml does not reinstall them in the middle of a conversion.
+convert: $(WEIGHTS) $(if $(filter calibration/default,$(CALIBRATION)),calibration/default/set.json) \
+		| $(VENV)/.done $(if $(filter rk%,$(TARGET)),$(RKNN_VENV)/.done)
+	$(PY) -m edge.cli convert --target $(TARGET) --weights $(WEIGHTS) --calibration $(CALIBRATION) \
+		--bundle $(BUNDLE_NAME) --models-dir $(MODELS_DIR) $(CONVERT_ARGS)
+
+.PHONY: calibration convert
 
 # --- Deploy (deploy/ansible/README.md): what travels to a device, and the Ansible run. ---
 # `make dist` builds the package wheel and the offline wheelhouse of one device target
@@ -120,24 +166,28 @@ WHEELHOUSE := $(DIST)/wheelhouse-$(DIST_TARGET)
 # WHEEL_PYTHON is the devices' exact Python (Requires-Python differs between micro versions):
 # Debian 12 has 3.11.2, Ubuntu 22.04 (JetPack 6) 3.10.12. WHEEL_GLIBC: the oldest devices' glibc.
 WHEEL_GLIBC ?= 2.31
+# boxmot needs torch: a CPU build everywhere but on Jetson (PyPI's aarch64 torch pulls ~3 GB
+# of CUDA). Jetson: torch for JetPack comes from NVIDIA's index (deploy/ansible/README.md).
 ifneq ($(filter rk%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.11.2
 WHEEL_EXTRAS ?= rknn-toolkit-lite2
+WHEEL_PINS ?= torch==2.13.0+cpu
+WHEEL_INDEX ?= https://download.pytorch.org/whl/cpu
 else ifneq ($(filter jetson%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.10.12
 else
 WHEEL_ARCH ?= $(shell uname -m)
 WHEEL_PYTHON ?= 3.11.2
-# boxmot needs torch: the CPU build (in /opt/wheels here), not PyPI's 5 GB CUDA one.
-WHEEL_PINS ?= $(if $(filter x86_64,$(WHEEL_ARCH)),torch==2.13.0+cpu)
+WHEEL_PINS ?= torch==2.13.0+cpu
 endif
-INVENTORY ?= deploy/ansible/inventory/example/hosts.yml
+INVENTORY ?=
 ANSIBLE_ARGS ?=
-ANSIBLE_PLAYBOOK := ANSIBLE_CONFIG=deploy/ansible/ansible.cfg $(DEPLOY_VENV)/bin/ansible-playbook
+ANSIBLE_PLAYBOOK := ANSIBLE_CONFIG=deploy/ansible/ansible.cfg PATH=$(abspath $(DEPLOY_VENV))/bin:$$PATH \
+	ansible-playbook
 
-.PHONY: venv-deploy dist wheel wheelhouse deploy deploy-check deploy-lint
+.PHONY: venv-deploy dist wheel wheelhouse deploy deploy-check deploy-lint deploy-inventory
 
 $(DEPLOY_VENV)/.done: requirements/deploy.txt
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
@@ -146,26 +196,37 @@ $(DEPLOY_VENV)/.done: requirements/deploy.txt
 
 venv-deploy: $(DEPLOY_VENV)/.done
 
-$(WHEEL): pyproject.toml README.md $(shell find edge -name '*.py') | $(VENV)/.done
+$(WHEEL): pyproject.toml README.md $(shell find edge -type f -not -path '*/__pycache__/*') | $(VENV)/.done
 	mkdir -p $(DIST)
 	SOURCE_DATE_EPOCH=315532800 $(PY) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
 
 wheel: $(WHEEL)
 
-$(WHEELHOUSE)/SHA256SUMS: $(WHEEL) deploy/wheelhouse.py
+$(WHEELHOUSE)/.built: $(WHEEL) deploy/wheelhouse.py
 	$(PY) deploy/wheelhouse.py --wheel $(WHEEL) --out $(WHEELHOUSE) --arch $(WHEEL_ARCH) \
-		--python $(WHEEL_PYTHON) --glibc $(WHEEL_GLIBC) $(addprefix --pin ,$(WHEEL_PINS)) $(addprefix --extra ,$(WHEEL_EXTRAS))
+		--python $(WHEEL_PYTHON) --glibc $(WHEEL_GLIBC) $(addprefix --pin ,$(WHEEL_PINS)) \
+		$(addprefix --extra ,$(WHEEL_EXTRAS)) $(addprefix --extra-index-url ,$(WHEEL_INDEX))
+	touch $@
 
-wheelhouse: $(WHEELHOUSE)/SHA256SUMS
+# One file to copy to a device (the role unpacks it there); reproducible like the wheels.
+$(WHEELHOUSE).tar: $(WHEELHOUSE)/.built
+	tar --create --file $@.part --directory $(WHEELHOUSE) --exclude=.built --sort=name \
+		--mtime=@315532800 --owner=0 --group=0 --numeric-owner .
+	mv $@.part $@
+
+wheelhouse: $(WHEELHOUSE).tar
 
 dist: wheel wheelhouse
 
-deploy: dist venv-deploy
+deploy-inventory:
+	@test -n "$(INVENTORY)" || { echo "usage: make deploy INVENTORY=deploy/ansible/inventory/<fleet>/hosts.yml"; exit 2; }
+
+deploy: deploy-inventory dist venv-deploy
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml $(ANSIBLE_ARGS)
 
-deploy-check: dist venv-deploy
+deploy-check: deploy-inventory dist venv-deploy
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml --check --diff $(ANSIBLE_ARGS)
 
 deploy-lint: venv-deploy
-	cd deploy/ansible && ../../$(DEPLOY_VENV)/bin/ansible-lint --profile production
-	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) deploy/ansible/site.yml --syntax-check
+	cd deploy/ansible && PATH=$(abspath $(DEPLOY_VENV))/bin:$$PATH ansible-lint --profile production
+	$(ANSIBLE_PLAYBOOK) -i deploy/ansible/inventory/example/hosts.yml deploy/ansible/site.yml --syntax-check

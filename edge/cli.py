@@ -1,7 +1,8 @@
 """The ``edge`` command. Thin: parse the arguments, call one function, report.
 
 Errors the user can fix (a bad bundle, source, tracker or setting) print one line
-``edge: error: ...`` and exit 2, with no traceback.
+``edge: error: ...`` and exit 2, with no traceback. ``edge selftest`` exits 1 when the
+bundle runs but disagrees with its golden outputs.
 """
 
 from __future__ import annotations
@@ -65,6 +66,138 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from edge.bundle import load_bundle
+    from edge.convert.calibrate import Recipe, build_calibration_set
+
+    recipe = Recipe(
+        frames=args.frames, held_out=args.held_out, split=args.split,
+        min_difference=args.min_difference, crops=args.crops, held_out_crops=args.held_out_crops,
+    )
+    built = build_calibration_set(args.sources, args.out, load_bundle(args.bundle), recipe, not args.quiet)
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in built.describe()["images"].items())
+    print(f"wrote calibration set {built.path}: {counts}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from edge.convert.build import ConvertOptions, convert
+    from edge.convert.gate import Thresholds
+    from edge.convert.report import summary
+
+    thresholds = Thresholds(
+        min_matched=args.min_matched, min_mean_iou=args.min_mean_iou,
+        min_attr_top1=args.min_attr_top1, min_attr_cosine=args.min_attr_cosine,
+    )
+    done = convert(ConvertOptions(
+        target=args.target, weights=args.weights, calibration=args.calibration, bundle=args.bundle,
+        models_dir=args.models_dir, algorithm=args.algorithm, head=args.head, thresholds=thresholds,
+        fallback=not args.no_fallback, hybrid_cos_thresh=args.hybrid_cos_thresh,
+        analysis=not args.no_analysis, attr_arch=args.attr_arch, attr_seed=args.attr_seed,
+        attr_checkpoint=args.attr_checkpoint, progress=not args.quiet,
+    ))
+    print("\n".join(summary(done.report)))
+    print(f"wrote bundle {done.path}")
+    return 0
+
+
+def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``edge calibrate`` and ``edge convert`` (host only)."""
+    from edge.convert.gate import Thresholds
+    from edge.convert.heads import HEADS
+    from edge.convert.targets import ORT_ALGORITHMS, RKNN_ALGORITHMS, TARGETS
+
+    calibrate = sub.add_parser(
+        "calibrate", help="build a calibration set from videos or image folders (host)",
+        description="Sample frames from the sources (first part: calibration, last part: held out), "
+        "drop near-duplicates, letterbox them, and cut person crops with an FP32 bundle's detector.",
+    )
+    calibrate.add_argument("sources", nargs="+", help="video files, images or image folders")
+    calibrate.add_argument("--out", type=Path, default=Path("calibration/default"), help="set folder")
+    calibrate.add_argument("--bundle", type=Path, default=Path("models/default/cpu"),
+                           help="FP32 bundle whose detector cuts the crops")
+    calibrate.add_argument("--frames", type=int, default=40, help="calibration frames")
+    calibrate.add_argument("--held-out", type=int, default=20, help="held-out frames for the gate")
+    calibrate.add_argument("--split", type=float, default=0.75,
+                           help="share of each source (its first part) for calibration")
+    calibrate.add_argument("--min-difference", type=float, default=2.0,
+                           help="near-duplicate bound: mean absolute thumbnail difference (0-255)")
+    calibrate.add_argument("--crops", type=int, default=64, help="calibration person crops")
+    calibrate.add_argument("--held-out-crops", type=int, default=24, help="held-out person crops")
+    calibrate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    calibrate.set_defaults(func=_calibrate)
+
+    gate = Thresholds()
+    convert = sub.add_parser(
+        "convert", help="quantize the models to INT8 for a target, check them against FP32, bundle them",
+        description=f"Targets: {', '.join(TARGETS)}. The bundle lands in MODELS_DIR/BUNDLE/<target> "
+        "(cpu: cpu-int8); a conversion that fails the gate leaves its report in <target>.failed/.",
+    )
+    convert.add_argument("--target", required=True, help=", ".join(TARGETS))
+    convert.add_argument("--weights", type=Path, default=Path("models/weights/yolov8s-people.pt"),
+                         help="YOLOv8 .pt checkpoint")
+    convert.add_argument("--calibration", type=Path, default=Path("calibration/default"),
+                         help="calibration set folder (edge calibrate)")
+    convert.add_argument("--bundle", default="default", help="bundle name")
+    convert.add_argument("--models-dir", type=Path, default=Path("models"), help="where bundles go")
+    convert.add_argument("--algorithm", default=None,
+                         help=f"RKNN: {', '.join(RKNN_ALGORITHMS)}; ONNX: {', '.join(ORT_ALGORITHMS)} "
+                         "(default: the first)")
+    convert.add_argument("--head", default=HEADS[0], choices=HEADS,
+                         help="detector head layout quantized (zoo ships; the others are for comparison)")
+    convert.add_argument("--min-matched", type=float, default=gate.min_matched,
+                         help="gate: least share of FP32 boxes matched")
+    convert.add_argument("--min-mean-iou", type=float, default=gate.min_mean_iou,
+                         help="gate: least mean IoU of matched boxes")
+    convert.add_argument("--min-attr-top1", type=float, default=gate.min_attr_top1,
+                         help="gate: least attribute top-1 agreement (mean over attributes)")
+    convert.add_argument("--min-attr-cosine", type=float, default=gate.min_attr_cosine,
+                         help="gate: least mean logit cosine of every attribute")
+    convert.add_argument("--no-fallback", action="store_true",
+                         help="fail at once instead of trying hybrid quantization")
+    convert.add_argument("--hybrid-cos-thresh", type=float, default=0.9995,
+                         help="RKNN hybrid: layers below this FP32/INT8 cosine stay float16")
+    convert.add_argument("--no-analysis", action="store_true",
+                         help="skip the per-layer drift analysis (RKNN: about 20 s per image)")
+    convert.add_argument("--attr-arch", default="resnet50", help="attribute backbone if untrained")
+    convert.add_argument("--attr-seed", type=int, default=0, help="seed of the untrained model")
+    convert.add_argument("--attr-checkpoint", type=Path, default=None, help="trained attribute model")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    convert.set_defaults(func=_convert)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge.config import load_service_config
+    from edge.service.server import serve
+
+    return serve(load_service_config(args.config))
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from edge.bundle import load_bundle
+    from edge.runtime.selftest import run_selftest
+
+    bundle = load_bundle(args.bundle)
+    report = run_selftest(bundle, detector_options=dict(args.backend_option))
+    checked = f"{report.checked_images} images, {report.checked_crops} crops"
+    if report.ok:
+        print(f"selftest passed: {bundle.path} ({bundle.target}), {checked}")
+        return 0
+    print(f"selftest FAILED: {bundle.path} ({bundle.target}), {checked}")
+    print("\n".join(f"  {problem}" for problem in report.problems))
+    return 1
+
+
+def _option(text: str) -> tuple[str, object]:
+    """Parse ``KEY=VALUE``, the value as a YAML scalar (``threads=2``, ``soc=rk3588``)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``edge`` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="edge", description=__doc__.splitlines()[0])
@@ -88,6 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--attr-seed", type=int, default=0, help="seed of the untrained model")
     export.add_argument("--attr-checkpoint", type=Path, default=None, help="trained attribute model")
     export.set_defaults(func=_export)
+
+    serve = sub.add_parser(
+        "serve", help="run the device service (HTTP API, jobs, status)",
+        description="Run the device service. Settings come from --config (YAML; defaults without it), "
+        "then from EDGE_* environment variables: EDGE_LISTEN, EDGE_BUNDLE, EDGE_TOKEN, EDGE_MEDIA_ROOT, "
+        "EDGE_RESULTS_DIR, EDGE_RESULTS_KEEP_DAYS, EDGE_MAX_STREAMS, EDGE_SELFTEST_ON_START, and "
+        "EDGE_RUNTIME__<KEY>, EDGE_BACKEND__<KEY>, EDGE_SOURCE__<KEY> for one key of those tables.",
+    )
+    serve.add_argument("--config", type=Path, default=None, help="YAML configuration file")
+    serve.set_defaults(func=_serve)
+
+    selftest = sub.add_parser(
+        "selftest", help="run a bundle's golden images on this device and compare (exit 0 pass, 1 fail)"
+    )
+    selftest.add_argument("--bundle", type=Path, required=True, help="bundle folder")
+    selftest.add_argument(
+        "--backend-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="detector backend option, e.g. threads=2 or cores=3 (repeatable)",
+    )
+    selftest.set_defaults(func=_selftest)
+
+    _add_conversion_parsers(sub)
     return parser
 
 

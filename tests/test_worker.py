@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from edge.schema import unknown_attributes
 
 CHANNEL_COLORS = ("blue", "green", "red")  # OpenCV's BGR channel order
 DEADLINE_S = 60.0  # only ever reached when something is broken
-SPAWN = multiprocessing.get_context("spawn")
 
 
 class DominantColor:
@@ -36,10 +34,32 @@ class DominantColor:
         return [{"top_color": CHANNEL_COLORS[int(np.argmax(m))]} for m in means]
 
 
+class FileFlag:
+    """A flag two processes share through a file.
+
+    Not a multiprocessing Event: a child SIGKILLed while waiting on an Event leaves
+    its condition's counters behind, and the next ``set()`` then blocks for good.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def set(self) -> None:
+        self.path.touch()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.path.exists():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
 class GatedColor(DominantColor):
     """DominantColor that records each batch's size and holds its first batch at a gate."""
 
-    def __init__(self, busy: Event, gate: Event, log: Path) -> None:
+    def __init__(self, busy: FileFlag, gate: FileFlag, log: Path) -> None:
         self._busy, self._gate, self._log = busy, gate, log
 
     def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
@@ -103,9 +123,10 @@ def balanced_and_settled(stats: dict) -> bool:
 
 
 @pytest.fixture
-def gated(tmp_path: Path) -> tuple[Callable[[], GatedColor], Event, Event, Path]:
-    """A factory for GatedColor, its busy and gate events, and its batch log."""
-    busy, gate, log = SPAWN.Event(), SPAWN.Event(), tmp_path / "batches.txt"
+def gated(tmp_path: Path) -> tuple[Callable[[], GatedColor], FileFlag, FileFlag, Path]:
+    """A factory for GatedColor, its busy and gate flags, and its batch log."""
+    busy, gate = FileFlag(tmp_path / "busy"), FileFlag(tmp_path / "gate")
+    log = tmp_path / "batches.txt"
     return functools.partial(GatedColor, busy, gate, log), busy, gate, log
 
 
