@@ -18,8 +18,17 @@ The manifest's ``models`` maps a task (``detector``, ``attributes``) to an entry
 ``output``
     ``layout`` (detector: ``yolov8-stock`` or ``yolov8-dfl``; attributes:
     ``per-attribute``), ``names``, and for ``yolov8-dfl`` the ``strides``.
+``backend`` (optional)
+    A registered backend other than the format's own: Jetson bundles ship an INT8
+    ONNX with ``"backend": "tensorrt"``, which builds its engine on the device.
 Detector only: ``classes`` and ``person_classes``. Attributes only: ``schema`` and
-``trained``. Both: ``quantization`` (``dtype`` and, for INT8, how it was calibrated).
+``trained``. Both: ``quantization`` (``dtype`` and, for INT8, tool, algorithm and the
+calibration set's name and hash).
+
+Beside ``models``, the manifest holds ``name``, ``target``, ``created``, ``tools``
+(versions), for converted bundles ``platform``, ``npu_cores`` and ``verification``
+(the gate's figures and thresholds), and ``golden`` (reference images and the outputs
+the bundle gave for them on the host; see ``edge.runtime.golden``).
 """
 
 from __future__ import annotations
