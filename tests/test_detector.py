@@ -7,17 +7,8 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.runtime.detector import Detector, decode_dfl, letterbox
+from edge.runtime.golden import box_iou
 from edge.runtime.models import open_model
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (len(a), len(b))."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def test_matches_ultralytics_predict(detector, ultralytics_model, clip_frames):
         ref = ultralytics_model.predict(frame, conf=0.3, iou=0.7, rect=False, verbose=False)[0]
         ref_boxes, ref_scores = ref.boxes.xyxy.numpy(), ref.boxes.conf.numpy()
         assert len(ours) == len(ref_boxes), "extra or missing boxes"
-        iou = iou_matrix(ref_boxes, ours.boxes)
+        iou = box_iou(ref_boxes, ours.boxes)
         best = iou.argmax(axis=1)
         assert (iou[np.arange(len(best)), best] >= 0.95).all()
         assert np.abs(ours.scores[best] - ref_scores).max() <= 0.02

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 import pytest
 from conftest import ROOT, read_frames
-from test_detector import iou_matrix
 
 from edge.convert.heads import export_zoo_onnx, zoo_output_names
 from edge.convert.rknn import PROGRESS, parse_error_analysis, worst_first
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import Detector, Letterbox, letterbox
+from edge.runtime.golden import box_iou
 
 RKNN_PY = ROOT / ".venv-rknn/bin/python"
 SCRIPT = ROOT / "edge/convert/rknn.py"
@@ -147,7 +147,7 @@ def ious_to_fp32(fp32: Detector, job: dict[str, Any], result: dict[str, Any]) ->
             simulated = [npz[f"img{i}_out{j}"] for j in range(N_OUTPUTS)]
             got = fp32.postprocess(simulated, UNCHANGED, image.shape).boxes
             assert len(ref) and len(got)
-            ious += iou_matrix(ref, got).max(axis=1).tolist()
+            ious += box_iou(ref, got).max(axis=1).tolist()
     return np.asarray(ious)
 
 
