@@ -93,6 +93,9 @@ class Service:
             keep_days=config.results_keep_days,
         )
         self._load_error: str | None = None
+        # Ready only once remembered jobs are running again, so a client that waits for
+        # /ready after a restart finds its jobs.
+        self._resumed = threading.Event()
         self._reload_lock = threading.Lock()
         self._change_lock = threading.Lock()  # a reload's swap and a live change must not interleave
 
@@ -108,6 +111,7 @@ class Service:
         except Exception as e:  # the service stays up and says why it is not ready
             self._load_error = str(e)
             logger.error("cannot load the bundle: %s", e, exc_info=not isinstance(e, _LOAD_ERRORS))
+            self._resumed.set()
             return
         with self._change_lock:
             self.settings.apply_to(models.detector)
@@ -116,6 +120,7 @@ class Service:
             resumed = self.jobs.resume(self.check_camera)
             if resumed:
                 logger.info("resumed jobs %s", ", ".join(resumed))
+        self._resumed.set()
 
     def reload(self) -> dict[str, Any]:
         """Load and self-test the bundle again; swap it in, streams going on, if it passed.
@@ -160,6 +165,8 @@ class Service:
             reasons.append("self-test failed: " + "; ".join(models.selftest.problems[:5]))
         if self.config.runtime.attributes and (models.hub is None or not models.hub.alive):
             reasons.append("attribute process not running")
+        if not self._resumed.is_set():
+            reasons.append("resuming jobs")
         return not reasons, reasons
 
     # Jobs and settings.
