@@ -11,26 +11,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import requests
 import yaml
 from rtsp import HOST, free_port
+from waiting import wait_until
 
 START_TIMEOUT_S = 180.0  # loading, self-test and the attribute process, on 2 busy cores
-DEADLINE_S = 120.0  # only ever reached when something is broken
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something true; return that."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 class EdgeService:

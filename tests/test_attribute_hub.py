@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 from test_worker import DominantColor, crop, expected
+from waiting import wait_until
 
 from edge.runtime.attribute_hub import AttributeHub, Channel
 from edge.runtime.worker import AttributeWorker
-
-DEADLINE_S = 60.0  # only ever reached when something is broken
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import pytest
+from waiting import wait_until
 
 from edge.config import ConfigError, RuntimeSettings
 from edge.runtime.backends.base import Backend
@@ -25,14 +25,6 @@ from edge.runtime.sources import SourceError, SourceOptions
 from edge.runtime.stream import MAX_CONSECUTIVE_ERRORS
 
 FAR = 4_000_000_000.0  # an end time far ahead
-DEADLINE_S = 120.0  # only ever reached when something is broken
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rtsp import rtsp_server, unavailable_reason
-from service import EdgeService, wait_until
+from service import EdgeService
+from waiting import wait_until
 
 from edge.schema import ATTRIBUTE_NAMES, UNKNOWN
 

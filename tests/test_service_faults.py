@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from rtsp import HOST, rtsp_server, unavailable_reason
-from service import EdgeService, wait_until
+from service import EdgeService
+from waiting import wait_until
 
 from edge.runtime.jobs import STATE_FILE
 

@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 from rtsp import RtspServer, free_port, rtsp_server, unavailable_reason
+from waiting import wait_until
 
 from edge.runtime.sources import (
     Frame,
@@ -37,13 +38,6 @@ LIVE = SourceOptions(backoff_initial_s=0.1, backoff_max_s=0.5, max_reconnects=40
 
 def live(**changes: object) -> SourceOptions:
     return dataclasses.replace(LIVE, **changes)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 def wait_for_more_frames(source: Source, count: int) -> None:
