@@ -1,8 +1,8 @@
 """onnxruntime static quantization: where each scheme puts its Q/DQ pairs, and what they hold.
 
-A small YOLO-like network (Conv + SiLU blocks, a box output and a sigmoid score output)
-is calibrated on frames of the clip; the detector itself goes through the same code in
-test_convert.py.
+A small YOLO-like network (a stem of five Conv + SiLU blocks, a box output and a sigmoid
+score output) is calibrated on frames of the clip; the detector itself goes through the
+same code in test_convert.py.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from edge.convert.quantize import (
     SCHEMES,
     floor_silu_inputs,
     hybrid,
+    input_layers,
     layer_drift,
     output_layers,
     quantize_onnx,
 )
+from edge.convert.targets import ORT_ALGORITHMS
 from edge.runtime.detector import to_tensor
 
 SIZE = 64
@@ -36,7 +38,8 @@ class TinyYolo(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1), nn.SiLU()
+            nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(),
+            *[layer for _ in range(4) for layer in (nn.Conv2d(8, 8, 3, padding=1), nn.SiLU())],
         )
         self.box = nn.Conv2d(8, 4, 1)
         self.cls = nn.Conv2d(8, 2, 1)
@@ -101,19 +104,22 @@ def quantized(fp32: Path, images: list[Path], tmp_path_factory: pytest.TempPathF
 def test_silu_inputs_are_floored_and_barely_change_the_outputs(fp32: Path, images: list[Path],
                                                                tmp_path: Path) -> None:
     model = onnx.load(fp32)
-    assert floor_silu_inputs(model, -6.0) == 2
+    assert floor_silu_inputs(model, -6.0) == 5
     clips = nodes(model, "Clip")
-    assert len(clips) == 2 and all(c.input[0] in {n.output[0] for n in nodes(model, "Conv")} for c in clips)
+    assert len(clips) == 5 and all(c.input[0] in {n.output[0] for n in nodes(model, "Conv")} for c in clips)
     onnx.save(model, tmp_path / "floored.onnx")
     x = load(images[0])
     for before, after in zip(run(fp32, x), run(tmp_path / "floored.onnx", x), strict=True):
         np.testing.assert_allclose(before, after, atol=0.02)  # SiLU(-6) = -0.015
 
 
-def test_output_layers_are_the_weight_layers_nearest_the_outputs(fp32: Path) -> None:
+def test_the_layers_at_the_ends_are_found_through_the_ops_without_weights(fp32: Path) -> None:
     model = onnx.load(fp32)
     convs = [n.name for n in nodes(model, "Conv")]
     assert output_layers(model) == sorted(convs[-2:])  # box, and cls behind its Sigmoid
+    assert output_layers(model, depth=3) == sorted(convs[-4:])  # and two stem layers behind SiLU
+    assert output_layers(model, depth=0) == []
+    assert input_layers(model) == convs[:1]
 
 
 def test_cpu_scheme_quantizes_every_op_uint8_with_per_channel_weights(
@@ -123,14 +129,19 @@ def test_cpu_scheme_quantizes_every_op_uint8_with_per_channel_weights(
     values = initializers(model)
     zero_points = [values[q.input[2]] for q in nodes(model, "QuantizeLinear")]
     assert zero_points and all(z.dtype == np.uint8 for z in zero_points)
-    # The SiLU floor is folded into the convolutions' output ranges: no Clip is left.
-    assert not nodes(model, "Clip")
+    # The SiLU floor is folded into the quantized convolutions' output ranges: only the
+    # float first convolution keeps its Clip, which narrows the range of its SiLU's input.
+    convs = nodes(model, "Conv")
+    assert [c.input[0] for c in nodes(model, "Clip")] == [convs[0].output[0]]
     # Sigmoid and Mul get Q/DQ too (onnxruntime runs them as QLinearSigmoid, QLinearMul).
     dequantized = {d.output[0] for d in nodes(model, "DequantizeLinear")}
     assert all(set(n.input) <= dequantized for n in nodes(model, "Sigmoid"))
     weight_scales = [values[d.input[1]] for d in nodes(model, "DequantizeLinear")
                      if values.get(d.input[0], np.zeros(0)).dtype == np.int8]
-    assert sorted(s.size for s in weight_scales) == [2, 4, 8, 8]  # one scale per output channel
+    # One scale per output channel of the four inner convolutions; the first and the
+    # two output convolutions stay float.
+    assert [s.size for s in weight_scales] == [8, 8, 8, 8]
+    assert all(values[c.input[1]].dtype == np.float32 for c in convs[:1] + convs[-2:])
     x = load(images[5])  # not a calibration image
     for expected, got in zip(run(fp32, x), run(quantized["cpu"], x), strict=True):
         assert cosine(expected, got) > 0.99
@@ -144,8 +155,11 @@ def test_tensorrt_scheme_is_symmetric_int8_on_weight_layer_inputs_only(
     for q in nodes(model, "QuantizeLinear"):
         zero = values[q.input[2]]
         assert zero.dtype == np.int8 and not zero.any()  # TensorRT: zero point 0
-    consumers = {i: n.op_type for n in model.graph.node for i in n.input}
-    assert {consumers[d.output[0]] for d in nodes(model, "DequantizeLinear")} == {"Conv"}
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    readers = [consumers[d.output[0]] for d in nodes(model, "DequantizeLinear")]
+    assert {n.op_type for n in readers} == {"Conv"}
+    convs = [n.name for n in nodes(model, "Conv")]
+    assert {n.name for n in readers} == set(convs[1:-2])  # the ends stay float
     for conv in nodes(model, "Conv"):
         assert values[conv.input[2]].dtype == np.float32  # biases stay float
     x = load(images[5])
@@ -153,12 +167,14 @@ def test_tensorrt_scheme_is_symmetric_int8_on_weight_layer_inputs_only(
         assert cosine(expected, got) > 0.99
 
 
-def test_hybrid_keeps_the_output_layers_and_activations_float(quantized: dict[str, Path]) -> None:
+def test_hybrid_keeps_three_layers_to_the_outputs_and_the_activations_float(
+    quantized: dict[str, Path],
+) -> None:
     model = onnx.load(quantized["hybrid"])
     dequantized = {d.output[0] for d in nodes(model, "DequantizeLinear")}
     convs = nodes(model, "Conv")
-    assert all(set(c.input[:2]) <= dequantized for c in convs[:2])
-    assert not any(set(c.input) & dequantized for c in convs[2:])
+    assert all(set(c.input[:2]) <= dequantized for c in convs[1:3])
+    assert not any(set(c.input) & dequantized for c in convs[:1] + convs[3:])
     assert not nodes(model, "QLinearSigmoid") and not (set(nodes(model, "Sigmoid")[0].input) & dequantized)
 
 
@@ -169,6 +185,20 @@ def test_layer_drift_lists_every_weight_layer_worst_first(
     assert sorted(r["layer"] for r in rows) == sorted(n.name for n in nodes(onnx.load(fp32), "Conv"))
     cosines = [r["cos"] for r in rows]
     assert cosines == sorted(cosines) and 0.9 < cosines[0] <= cosines[-1] <= 1.0
+
+
+@pytest.mark.parametrize("algorithm", ORT_ALGORITHMS)
+def test_every_algorithm_calibrates_image_by_image_quietly(
+    algorithm: str, fp32: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "q.onnx"
+    described = quantize_onnx(fp32, out, images[:4], load, SCHEMES["cpu"], algorithm, progress=False)
+    assert described["algorithm"] == algorithm
+    assert ("percentile" in described) == (algorithm == "percentile")
+    assert capsys.readouterr().out == ""  # onnxruntime prints a line per image otherwise
+    x = load(images[5])
+    for expected, got in zip(run(fp32, x), run(out, x), strict=True):
+        assert cosine(expected, got) > 0.99
 
 
 def test_bad_requests_fail_clearly(fp32: Path, images: list[Path], tmp_path: Path) -> None:

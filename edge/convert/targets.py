@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 RKNN_ALGORITHMS = ("normal", "kl_divergence", "mmse")
 """rknn-toolkit2's ``quantized_algorithm`` values; ``normal`` (min/max) is the default."""
-ORT_ALGORITHMS = ("minmax", "entropy", "percentile")
-"""onnxruntime's calibration methods; ``minmax`` is the default."""
+ORT_ALGORITHMS = ("percentile", "minmax", "entropy")
+"""onnxruntime's calibration methods; ``percentile`` is the default (see :mod:`edge.convert.quantize`)."""
 
 
 @dataclass(frozen=True)
