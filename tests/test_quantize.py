@@ -23,9 +23,9 @@ from edge.convert.quantize import (
     SCHEMES,
     floor_silu_inputs,
     hybrid,
-    input_layers,
+    input_nodes,
     layer_drift,
-    output_layers,
+    output_nodes,
     quantize_onnx,
 )
 from edge.convert.targets import ORT_ALGORITHMS
@@ -113,13 +113,16 @@ def test_silu_inputs_are_floored_and_barely_change_the_outputs(fp32: Path, image
         np.testing.assert_allclose(before, after, atol=0.02)  # SiLU(-6) = -0.015
 
 
-def test_the_layers_at_the_ends_are_found_through_the_ops_without_weights(fp32: Path) -> None:
+def test_the_nodes_at_the_ends_are_found_back_to_the_weight_layers(fp32: Path) -> None:
     model = onnx.load(fp32)
     convs = [n.name for n in nodes(model, "Conv")]
-    assert output_layers(model) == sorted(convs[-2:])  # box, and cls behind its Sigmoid
-    assert output_layers(model, depth=3) == sorted(convs[-4:])  # and two stem layers behind SiLU
-    assert output_layers(model, depth=0) == []
-    assert input_layers(model) == convs[:1]
+    silu = [n.name for n in model.graph.node if n.op_type in ("Sigmoid", "Mul") and "/stem" in n.name]
+    head_sigmoid = nodes(model, "Sigmoid")[-1].name
+    assert output_nodes(model) == sorted(convs[-2:] + [head_sigmoid])  # box, cls and its Sigmoid
+    # Two stem layers more, with the SiLU of each (the SiLU of the third-last does not count).
+    assert output_nodes(model, depth=3) == sorted(convs[-4:] + silu[-4:] + [head_sigmoid])
+    assert output_nodes(model, depth=0) == []
+    assert input_nodes(model) == convs[:1]
 
 
 def test_cpu_scheme_quantizes_every_op_uint8_with_per_channel_weights(
@@ -133,9 +136,12 @@ def test_cpu_scheme_quantizes_every_op_uint8_with_per_channel_weights(
     # float first convolution keeps its Clip, which narrows the range of its SiLU's input.
     convs = nodes(model, "Conv")
     assert [c.input[0] for c in nodes(model, "Clip")] == [convs[0].output[0]]
-    # Sigmoid and Mul get Q/DQ too (onnxruntime runs them as QLinearSigmoid, QLinearMul).
+    # Sigmoid and Mul get Q/DQ too (onnxruntime runs them as QLinearSigmoid, QLinearMul),
+    # except the score's Sigmoid at the output, which stays float.
     dequantized = {d.output[0] for d in nodes(model, "DequantizeLinear")}
-    assert all(set(n.input) <= dequantized for n in nodes(model, "Sigmoid"))
+    sigmoids = nodes(model, "Sigmoid")
+    assert all(set(n.input) <= dequantized for n in sigmoids[:-1])
+    assert not set(sigmoids[-1].input) & dequantized and sigmoids[-1].output[0] == "cls"
     weight_scales = [values[d.input[1]] for d in nodes(model, "DequantizeLinear")
                      if values.get(d.input[0], np.zeros(0)).dtype == np.int8]
     # One scale per output channel of the four inner convolutions; the first and the
@@ -167,15 +173,16 @@ def test_tensorrt_scheme_is_symmetric_int8_on_weight_layer_inputs_only(
         assert cosine(expected, got) > 0.99
 
 
-def test_hybrid_keeps_three_layers_to_the_outputs_and_the_activations_float(
+def test_hybrid_keeps_the_placement_and_three_layers_to_the_outputs_float(
     quantized: dict[str, Path],
 ) -> None:
     model = onnx.load(quantized["hybrid"])
+    values = initializers(model)
+    float_weights = [values.get(c.input[1], np.zeros(0)).dtype == np.float32 for c in nodes(model, "Conv")]
+    assert float_weights == [True, False, False, True, True, True, True]  # the first; box, cls and two
     dequantized = {d.output[0] for d in nodes(model, "DequantizeLinear")}
-    convs = nodes(model, "Conv")
-    assert all(set(c.input[:2]) <= dequantized for c in convs[1:3])
-    assert not any(set(c.input) & dequantized for c in convs[:1] + convs[3:])
-    assert not nodes(model, "QLinearSigmoid") and not (set(nodes(model, "Sigmoid")[0].input) & dequantized)
+    quantized_sigmoids = [bool(set(s.input) & dequantized) for s in nodes(model, "Sigmoid")]
+    assert quantized_sigmoids == [True, True, True, False, False, False]  # the cpu placement, ends float
 
 
 def test_layer_drift_lists_every_weight_layer_worst_first(
