@@ -92,16 +92,31 @@ def main() -> None:
     print("| target | head | wall s | matched | mean IoU | score drift mean / max | mAP50 vs FP32 | gate |")
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-convert-") as tmp:
-        cpu_bundle = None
+        cpu_bundle, shipped = None, {}
         for target in args.targets:
             for head in args.heads:
                 seconds, attempt = convert_head(target, head, Path(tmp) / target, args)
                 print(figures_row(target, head, seconds, attempt), flush=True)
+                if head == "zoo":
+                    shipped[target] = (seconds, attempt["figures"])
             if target == "cpu":
                 cpu_bundle = Path(tmp) / "cpu" / "zoo" / "cpu-int8"
+        print_targets(shipped)
         if cpu_bundle is not None and cpu_bundle.exists():
             frames = held_out.files("detector", "held_out")
             print_latency(load_bundle(args.fp32), load_bundle(cpu_bundle), frames, args)
+
+
+def print_targets(shipped: dict[str, tuple[float, dict[str, Any]]]) -> None:
+    """Print, per target, the shipped layout's figures against the issue's targets."""
+    print("\ntargets (model-zoo head): every FP32 box matched, mean IoU >= 0.975; rk3588 under 180 s\n")
+    for target, (seconds, f) in shipped.items():
+        iou = f["mean_iou"] or 0.0
+        checks = [f"matched {f['matched']}/{f['boxes']} {'met' if f['matched'] == f['boxes'] else 'MISSED'}",
+                  f"mean IoU {iou:.3f} {'met' if iou >= 0.975 else 'MISSED'}"]
+        if target == "rk3588":
+            checks.append(f"{seconds:.0f} s {'met' if seconds < 180 else 'MISSED'}")
+        print(f"  {target}: {'; '.join(checks)}")
 
 
 def print_latency(fp32: Any, int8: Any, frames: list[Path], args: argparse.Namespace) -> None:

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.bundle import load_bundle
 from edge.cli import main
+from edge.convert.export import add_golden, golden_frames
+from edge.runtime.selftest import run_selftest
 
 
 def copy_bundle(bundle: Path, to: Path, change) -> Path:
@@ -85,6 +88,19 @@ def test_backend_options_reach_the_detector_and_bad_ones_are_unusable(bundle_dir
     assert main(["selftest", "--bundle", str(bundle_dir), "--backend-option", "threads=2"]) == 0
     assert main(["selftest", "--bundle", str(bundle_dir), "--backend-option", "cores=3"]) == 2
     assert "OnnxRuntimeBackend has no option cores" in capsys.readouterr().err
+
+
+def test_a_bundle_without_attribute_model_gets_and_passes_detector_golden_outputs(bundle_dir, tmp_path):
+    def detector_only(manifest):
+        del manifest["models"]["attributes"], manifest["golden"]
+
+    bundle = copy_bundle(bundle_dir, tmp_path / "detector-only", detector_only)
+    (bundle / "golden").unlink()  # a link to the shared bundle's images: write new ones
+    add_golden(bundle, golden_frames())
+    golden = load_bundle(bundle).manifest["golden"]
+    assert len(golden["detector"]) == 2 and not golden.get("attributes")
+    result = run_selftest(load_bundle(bundle))
+    assert result.ok and result.checked_images == 2 and result.checked_crops == 0
 
 
 def test_an_untouched_copy_passes(bundle_dir, tmp_path):

@@ -123,19 +123,20 @@ def golden_frames() -> list[np.ndarray]:
 def add_golden(bundle_dir: Path, frames: list[np.ndarray], crops_per_frame: int = 2) -> None:
     """Run the bundle's own models (this host's backend) on ``frames`` and store the answers.
 
-    The crops for the attribute model are cut at the most confident detections.
+    The crops for the attribute model, where the bundle has one, are cut at the most
+    confident detections.
     """
     bundle = load_bundle(bundle_dir)
     conf_th = RuntimeSettings().conf_th
     detector = load_detector(bundle, RuntimeSettings(conf_th=conf_th - DEFAULT_TOLERANCE["score"]))
     detections = [detector(frame) for frame in frames]
-    crops = [
-        crop(frame, box)
-        for frame, det in zip(frames, detections, strict=True)
-        for box in det.boxes[:crops_per_frame]
-    ]
-    crops = [c for c in crops if c is not None]
-    logits = ClassifierFactory(bundle_dir)().logits(crops)
+    crops: list[np.ndarray] = []
+    logits: dict[str, np.ndarray] = {}
+    if "attributes" in bundle.manifest["models"]:
+        pieces = (crop(frame, box) for frame, det in zip(frames, detections, strict=True)
+                  for box in det.boxes[:crops_per_frame])
+        crops = [c for c in pieces if c is not None]
+        logits = ClassifierFactory(bundle_dir)().logits(crops)
     manifest = dict(bundle.manifest)
     manifest["golden"] = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
     write_manifest(bundle_dir, manifest)
