@@ -239,6 +239,24 @@ def test_edge_run_uses_the_cpu_bundle(cpu_bundle: Path, clip: Path, tmp_path: Pa
     assert len(lines) == 3 and all(len(line["detections"]) >= 3 for line in lines)
 
 
+@pytest.mark.slow
+def test_cpu_tries_the_hybrid_once_then_fails_without_a_bundle(
+    calibration: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["convert", "--target", "cpu", "--calibration", str(calibration),
+                   "--models-dir", str(tmp_path), "--bundle", "test", "--min-mean-iou", "0.9999",
+                   "--no-analysis", "-q"])
+    assert status != 0
+    assert "cpu: the INT8 detector fails the accuracy gate (hybrid: mean IoU" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == ["cpu-int8.failed"]
+    attempts = report(tmp_path / "test" / "cpu-int8.failed")["models"]["detector"]["attempts"]
+    assert [a["mode"] for a in attempts] == ["int8", "hybrid"]
+    int8, hybrid = (a["quantization"] for a in attempts)
+    assert (int8["scheme"], int8["float_output_depth"], int8["hybrid"]) == ("cpu", 1, False)
+    assert (hybrid["scheme"], hybrid["float_output_depth"], hybrid["hybrid"]) == ("cpu+hybrid", 3, True)
+    assert set(int8["float_nodes"]) < set(hybrid["float_nodes"])
+
+
 def test_unknown_target_stops_make_at_once() -> None:
     proc = subprocess.run(["make", "--no-print-directory", "convert", "TARGET=rk9999"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
