@@ -78,6 +78,20 @@ def test_a_killed_attribute_process_is_restarted_and_the_stream_goes_on(pipeline
     assert pipeline.worker.alive
 
 
+def test_a_live_threshold_change_reaches_the_tracker(bundle_dir, frames):
+    settings = RuntimeSettings(threads=1)
+    detector = load_detector(load_bundle(bundle_dir), settings)
+    pipeline = Pipeline(detector, partial(make_tracker, "sfsort", 10.0, conf_th=settings.conf_th))
+    tracked = len(pipeline.process(Frame(0, 0.0, frames[0])).persons)
+    detector.conf_th = 0.9  # as PATCH /api/config does: above every person of the clip
+    assert pipeline.process(Frame(1, 0.1, frames[1])).persons == [] and pipeline.tracker.conf_th == 0.9
+    detector.conf_th = settings.conf_th
+    for i in range(2, 5):  # lost tracks come back, new ones start
+        result = pipeline.process(Frame(i, i / 10, frames[i]))
+    assert pipeline.tracker.conf_th == settings.conf_th
+    assert tracked >= 3 and len(result.persons) >= tracked - 1
+
+
 def test_track_memory_forgets_after_retention():
     memory = TrackMemory(retention_seconds=60)
     memory.seen(7, now=0.0)

@@ -82,6 +82,22 @@ def test_a_track_starts_at_the_detector_threshold(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TRACKERS)
+def test_a_new_threshold_starts_tracks_at_once(name: str) -> None:
+    tracker = make_tracker(name, 10.0, FRAME_SIZE, conf_th=0.6)
+    for _ in range(3):
+        assert tracker.update(box(384, 288, conf=0.4), BLACK).shape == (0, 8)
+    tracker.conf_th = 0.3
+    assert tracker.conf_th == 0.3
+    for _ in range(2):  # a new ByteTrack track shows from its second frame
+        tracks = tracker.update(box(384, 288, conf=0.4), BLACK)
+    assert tracks.shape == (1, 8) and tracks[0, 5] == pytest.approx(0.4)
+    tracker.conf_th = 0.6  # raised again: the track goes on, a new person below it starts none
+    for _ in range(3):
+        tracks = tracker.update(np.vstack([box(384, 288, 0.4), box(100, 288, 0.5)]), BLACK)
+    assert tracks[:, 0].tolist() == [pytest.approx(354)]
+
+
+@pytest.mark.parametrize("name", TRACKERS)
 @pytest.mark.parametrize(
     ("fps", "gap", "kept"),
     [(10.0, 5, True), (10.0, 15, False), (30.0, 15, True), (30.0, 45, False)],

@@ -140,6 +140,7 @@ class Pipeline:
             detections = self.detector(frame.image)
         if self.tracker is None:
             self.tracker = self._tracker_factory(frame.image.shape[1::-1])
+        self.tracker.conf_th = self.detector.conf_th  # a live change starts tracks at the new bar
         tracks = self.tracker.update(detections.as_array(), frame.image)
         if self.worker is not None:
             for track_id, attributes in self.worker.poll():

@@ -45,6 +45,14 @@ def _frames(fps: float, seconds: float) -> int:
     return max(1, round(fps * seconds))
 
 
+def _sfsort_thresholds(conf_th: float) -> _Options:
+    return {"high_th": conf_th, "new_track_th": conf_th, "low_th": min(_LOW_CONF, conf_th)}
+
+
+def _bytetrack_thresholds(conf_th: float) -> _Options:
+    return {"track_thresh": conf_th, "min_conf": min(_LOW_CONF, conf_th)}
+
+
 def _sfsort_options(fps: float, frame_size: tuple[int, int], conf_th: float) -> _Options:
     width, height = frame_size
     return {
@@ -55,9 +63,7 @@ def _sfsort_options(fps: float, frame_size: tuple[int, int], conf_th: float) -> 
         "frame_height": height,
         "horizontal_margin": round(width * MARGIN_FRACTION),
         "vertical_margin": round(height * MARGIN_FRACTION),
-        "high_th": conf_th,
-        "new_track_th": conf_th,
-        "low_th": min(_LOW_CONF, conf_th),
+        **_sfsort_thresholds(conf_th),
     }
 
 
@@ -67,14 +73,18 @@ def _bytetrack_options(fps: float, frame_size: tuple[int, int], conf_th: float) 
         # frame_rate at 30 the buffer is simply a number of this stream's frames.
         "frame_rate": 30,
         "track_buffer": _frames(fps, LOST_SECONDS),
-        "track_thresh": conf_th,
-        "min_conf": min(_LOW_CONF, conf_th),
+        **_bytetrack_thresholds(conf_th),
     }
 
 
 _OPTIONS: dict[str, Callable[[float, tuple[int, int], float], _Options]] = {
     "sfsort": _sfsort_options,
     "bytetrack": _bytetrack_options,
+}
+
+_THRESHOLDS: dict[str, Callable[[float], _Options]] = {
+    "sfsort": _sfsort_thresholds,
+    "bytetrack": _bytetrack_thresholds,
 }
 
 TRACKERS: tuple[str, ...] = tuple(_OPTIONS)
@@ -93,11 +103,29 @@ class Tracker:
         The tracker's name, one of :data:`TRACKERS`.
     backend : object
         The BoxMOT tracker instance.
+    conf_th : float
+        The confidence above which its detections start tracks.
     """
 
-    def __init__(self, name: str, backend: Any) -> None:
+    def __init__(self, name: str, backend: Any, conf_th: float) -> None:
         self.name = name
         self._backend = backend
+        self._conf_th = conf_th
+
+    @property
+    def conf_th(self) -> float:
+        """The confidence above which detections start tracks; set it to follow the detector's."""
+        return self._conf_th
+
+    @conf_th.setter
+    def conf_th(self, value: float) -> None:
+        if value == self._conf_th:
+            return
+        # BoxMOT reads these attributes at every update; det_thresh is its base class's
+        # copy of the start threshold, which ByteTrack starts tracks with.
+        for key, threshold in {**_THRESHOLDS[self.name](value), "det_thresh": value}.items():
+            setattr(self._backend, key, threshold)
+        self._conf_th = value
 
     def update(self, dets: np.ndarray, frame: np.ndarray) -> np.ndarray:
         """Advance the tracker by one frame.
@@ -138,7 +166,8 @@ def make_tracker(
         ``(width, height)`` of the frames in pixels.
     conf_th : float, optional
         The detector's confidence threshold: detections above it start tracks. Keep it
-        equal to the detector's, or detections between the two never get a track.
+        equal to the detector's, or detections between the two never get a track
+        (:class:`~edge.runtime.pipeline.Pipeline` keeps :attr:`Tracker.conf_th` in step).
 
     Returns
     -------
@@ -159,4 +188,4 @@ def make_tracker(
         raise ValueError(f"frame size must be positive, got {frame_size!r}")
     options = _OPTIONS[name](float(fps), (width, height), float(conf_th))
     spec = TrackerSpec(name=name, options=tuple(sorted(options.items())))
-    return Tracker(name, create_tracker(spec))
+    return Tracker(name, create_tracker(spec), float(conf_th))
