@@ -82,6 +82,7 @@ PERCENTILE = 99.9999
 """The ``percentile`` algorithm's clipping point (onnxruntime's default, 99.999, clipped
 too much here: see the module doc)."""
 HYBRID_OUTPUT_DEPTH = 3
+"""Weight layers the hybrid fallback keeps float before each output (YOLOv8's head is three deep)."""
 _ALGORITHMS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -108,6 +109,8 @@ class Scheme:
         The weight layers that read the model's input stay float, with any node before them.
     quantize_bias : bool
         Store biases as int32 behind a DequantizeLinear; False keeps them float.
+    hybrid : bool
+        This is a scheme's fallback (:func:`hybrid`).
     """
 
     name: str
@@ -118,6 +121,7 @@ class Scheme:
     float_output_depth: int = 1
     float_input_layers: bool = True
     quantize_bias: bool = True
+    hybrid: bool = False
 
     def describe(self) -> dict[str, Any]:
         """Return the manifest's words for this scheme."""
@@ -145,7 +149,7 @@ SCHEMES = {
 
 def hybrid(scheme: Scheme) -> Scheme:
     """Return the fallback of ``scheme``: the same, with more weight layers float before the outputs."""
-    return replace(scheme, name=f"{scheme.name}+hybrid", float_output_depth=HYBRID_OUTPUT_DEPTH)
+    return replace(scheme, name=f"{scheme.name}+hybrid", float_output_depth=HYBRID_OUTPUT_DEPTH, hybrid=True)
 
 
 def quantize_onnx(
@@ -228,7 +232,7 @@ def quantize_onnx(
         "tool": f"onnxruntime {ort.__version__}",
         "algorithm": algorithm,
         **({"percentile": PERCENTILE} if algorithm == "percentile" else {}),
-        "hybrid": scheme.name.endswith("+hybrid"),
+        "hybrid": scheme.hybrid,
         **scheme.describe(),
         "float_nodes": excluded,
     }
