@@ -17,21 +17,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 from edge.bundle import load_bundle
-from edge.config import RuntimeSettings
-from edge.runtime.pipeline import Pipeline
-from edge.runtime.runner import load_detector, policy_settings, start_worker
+from edge.runtime.models import load_detector, model_options, start_attribute_worker
 from edge.runtime.sinks import JsonlSink
 from edge.runtime.sources import open_source
-from edge.runtime.tracking import make_tracker
+from edge.runtime.stream import StreamLoop, StreamModels
+from edge.settings import RuntimeSettings
 
 
 def bare_fps(bundle, settings: RuntimeSettings, source_uri: str, frames: int) -> float:
     """Inference only, on the same frames, pre-processed beforehand."""
-    detector = load_detector(bundle, settings)
+    detector = load_detector(bundle, model_options(bundle, "detector", settings.threads))
     with open_source(source_uri) as source:
         tensors = [detector.preprocess(f.image)[0] for f, _ in zip(source, range(frames), strict=False)]
     detector.backend.run([tensors[0]])  # warm-up
@@ -42,33 +40,26 @@ def bare_fps(bundle, settings: RuntimeSettings, source_uri: str, frames: int) ->
 
 
 def pipeline_fps(bundle, settings: RuntimeSettings, source_uri: str, frames: int) -> tuple[float, dict]:
-    """The whole pipeline from reading the clip to the JSONL line."""
-    detector = load_detector(bundle, settings)
+    """The whole stream loop (``edge run``'s) from reading the clip to the JSONL line."""
+    detector = load_detector(bundle, model_options(bundle, "detector", settings.threads))
     with open_source(source_uri) as source:
         detector(next(iter(source)).image)  # warm-up
-    worker = start_worker(bundle, settings)
-    if worker is not None:
+    worker = None
+    if settings.attributes:
+        options = model_options(bundle, "attributes", settings.attribute_threads)
+        worker = start_attribute_worker(bundle, options)
         time.sleep(5)  # let the attribute process load its model, as a long-running service has
+    models = StreamModels(detector, worker)
     with tempfile.TemporaryDirectory() as tmp, open_source(source_uri) as source:
-        pipeline = Pipeline(
-            detector, partial(make_tracker, settings.tracker, source.fps, conf_th=settings.conf_th),
-            worker,
-            policy_settings(settings), settings.retention_seconds,
-        )
-        sink = JsonlSink(Path(tmp) / "d.jsonl", detector.classes)
-        n, start = 0, time.perf_counter()
-        for frame in source:
-            sink.write(pipeline.process(frame), frame.image)
-            n += 1
-            if n >= frames:
-                break
+        loop = StreamLoop(source, lambda: models, lambda: settings, [JsonlSink(Path(tmp) / "d.jsonl")])
+        start = time.perf_counter()
+        loop.run(max_frames=frames)
         seconds = time.perf_counter() - start
-        sink.close()
     stats = {}
     if worker is not None:
         stats = worker.stats()
         worker.close()
-    return n / seconds, stats
+    return loop.frames / seconds, stats
 
 
 def main() -> None:

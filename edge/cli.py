@@ -14,42 +14,16 @@ import sys
 from pathlib import Path
 
 from edge.bundle import BundleError
-from edge.config import ConfigError, RuntimeSettings
-
-DEFAULTS = RuntimeSettings()
-
-
-def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conf-th", type=float, default=DEFAULTS.conf_th, help="confidence threshold")
-    p.add_argument("--iou-th", type=float, default=DEFAULTS.iou_th, help="NMS IoU threshold")
-    p.add_argument("--tracker", default=DEFAULTS.tracker, help="sfsort (default) or bytetrack")
-    p.add_argument("--threads", type=int, default=DEFAULTS.threads, help="detector threads")
-    p.add_argument(
-        "--attribute-threads", type=int, default=DEFAULTS.attribute_threads,
-        help="attribute model threads (in its own process)",
-    )
-    p.add_argument("--no-attributes", action="store_true", help="run without the attribute process")
-    p.add_argument("--min-live-seconds", type=float, default=DEFAULTS.min_live_seconds)
-    p.add_argument("--score-th-capture", type=float, default=DEFAULTS.score_th_capture)
-    p.add_argument("--max-age-seconds", type=float, default=DEFAULTS.max_age_seconds)
-    p.add_argument("--retention-seconds", type=float, default=DEFAULTS.retention_seconds)
-
-
-def _settings(args: argparse.Namespace) -> RuntimeSettings:
-    return RuntimeSettings(
-        conf_th=args.conf_th, iou_th=args.iou_th, tracker=args.tracker, threads=args.threads,
-        attributes=not args.no_attributes, attribute_threads=args.attribute_threads,
-        min_live_seconds=args.min_live_seconds, score_th_capture=args.score_th_capture,
-        max_age_seconds=args.max_age_seconds, retention_seconds=args.retention_seconds,
-    )
+from edge.settings import ConfigError, add_runtime_arguments, runtime_from_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
     from edge.runtime.runner import run_source
 
     summary = run_source(
-        args.source, args.bundle, args.out, _settings(args),
+        args.source, args.bundle, args.out, runtime_from_arguments(args),
         max_frames=args.max_frames, video=not args.no_video, progress=not args.quiet,
+        backend_options=dict(args.backend_option),
     )
     print("\n".join(summary.lines()))
     return 0
@@ -105,7 +79,8 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``edge calibrate`` and ``edge convert`` (host only)."""
     from edge.convert.gate import Thresholds
     from edge.convert.heads import HEADS
-    from edge.convert.targets import ORT_ALGORITHMS, RKNN_ALGORITHMS, TARGETS
+    from edge.convert.targets import TARGETS
+    from edge.convert.toolchains.base import toolchain_class
 
     calibrate = sub.add_parser(
         "calibrate", help="build a calibration set from videos or image folders (host)",
@@ -140,9 +115,12 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
                          help="calibration set folder (edge calibrate)")
     convert.add_argument("--bundle", default="default", help="bundle name")
     convert.add_argument("--models-dir", type=Path, default=Path("models"), help="where bundles go")
+    algorithms = "; ".join(
+        f"{name}: {', '.join(toolchain_class(name).algorithms)}"
+        for name in sorted({t.toolchain for t in TARGETS.values()})
+    )
     convert.add_argument("--algorithm", default=None,
-                         help=f"RKNN: {', '.join(RKNN_ALGORITHMS)}; ONNX: {', '.join(ORT_ALGORITHMS)} "
-                         "(default: the first)")
+                         help=f"by toolchain, {algorithms} (default: the first)")
     convert.add_argument("--head", default=HEADS[0], choices=HEADS,
                          help="detector head layout quantized (zoo ships; the others are for comparison)")
     convert.add_argument("--min-matched", type=float, default=gate.min_matched,
@@ -166,16 +144,23 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
     convert.set_defaults(func=_convert)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from edge.config import load_service_config
-    from edge.service.server import serve
 
-    return serve(load_service_config(args.config))
+def _add_training_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``edge collect`` and ``edge dataset ...`` (host only)."""
+    from edge.training.commands import add_parsers
+
+    add_parsers(sub)
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge.service.server import serve
+    from edge.settings import load_service_settings
+
+    return serve(load_service_settings(args.config))
 
 
 def _selftest(args: argparse.Namespace) -> int:
     from edge.bundle import load_bundle
-    from edge.runtime.selftest import run_selftest
+    from edge.runtime.golden import run_selftest
 
     bundle = load_bundle(args.bundle)
     report = run_selftest(bundle, detector_options=dict(args.backend_option))
@@ -198,6 +183,13 @@ def _option(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="detector backend option, e.g. threads=2, cores=3 or soc=rk3588 (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the ``edge`` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="edge", description=__doc__.splitlines()[0])
@@ -211,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     run.add_argument("--no-video", action="store_true", help="write only detections.jsonl")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_runtime_options(run)
+    _add_backend_option(run)
+    add_runtime_arguments(run)
     run.set_defaults(func=_run)
 
     export = sub.add_parser("export", help="export the models to ONNX as an FP32 cpu bundle (host)")
@@ -227,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the device service. Settings come from --config (YAML; defaults without it), "
         "then from EDGE_* environment variables: EDGE_LISTEN, EDGE_BUNDLE, EDGE_TOKEN, EDGE_MEDIA_ROOT, "
         "EDGE_RESULTS_DIR, EDGE_RESULTS_KEEP_DAYS, EDGE_MAX_STREAMS, EDGE_SELFTEST_ON_START, and "
-        "EDGE_RUNTIME__<KEY>, EDGE_BACKEND__<KEY>, EDGE_SOURCE__<KEY> for one key of those tables.",
+        "EDGE_RUNTIME__<KEY>, EDGE_BACKEND__<KEY>, EDGE_DETECTOR__<KEY>, EDGE_ATTRIBUTES__<KEY>, "
+        "EDGE_SOURCE__<KEY> for one key of those tables.",
     )
     serve.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     serve.set_defaults(func=_serve)
@@ -236,13 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         "selftest", help="run a bundle's golden images on this device and compare (exit 0 pass, 1 fail)"
     )
     selftest.add_argument("--bundle", type=Path, required=True, help="bundle folder")
-    selftest.add_argument(
-        "--backend-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
-        help="detector backend option, e.g. threads=2 or cores=3 (repeatable)",
-    )
+    _add_backend_option(selftest)
     selftest.set_defaults(func=_selftest)
 
     _add_conversion_parsers(sub)
+    _add_training_parsers(sub)
     return parser
 
 

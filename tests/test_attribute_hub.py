@@ -9,8 +9,8 @@ import pytest
 from test_worker import DominantColor, crop, expected
 from waiting import wait_until
 
-from edge.runtime.attribute_hub import AttributeHub, Channel
 from edge.runtime.worker import AttributeWorker
+from edge.service.attribute_hub import AttributeHub, Channel
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import torch
 
 from edge.bundle import load_bundle
 from edge.convert import attribute_net
-from edge.runtime.attributes import AttributeClassifier, ClassifierFactory, prepare_crop
+from edge.runtime.attributes import AttributeClassifier, prepare_crop
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import to_tensor
+from edge.runtime.models import ClassifierFactory
 from edge.schema import ATTRIBUTES
 
 

@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 
 from edge.bundle import load_bundle, write_manifest
-from edge.config import RuntimeSettings
 from edge.runtime.backends import rknnlite
 from edge.runtime.backends.base import BackendError, open_backend
-from edge.runtime.models import open_model, thread_options
-from edge.runtime.runner import load_detector
+from edge.runtime.models import load_detector, model_options, open_model
 
 STANDINS = Path(__file__).with_name("standins")
 
@@ -171,13 +169,13 @@ def rknn_bundle(tmp_path, model) -> Path:
 
 def test_bundle_input_comes_from_the_manifest_and_is_fed_as_uint8_nhwc(lite, rknn_bundle):
     bundle = load_bundle(rknn_bundle)
-    assert thread_options(bundle, "detector", 4) == {}
+    assert model_options(bundle, "detector", 4) == {}
     backend = open_model(bundle, "detector", {"soc": "rk3588"})
     try:
         assert [(s.name, s.shape, s.dtype) for s in backend.inputs] == [("images", (1, 64, 64, 3), "uint8")]
         assert [s.name for s in backend.outputs] == ["box8", "cls8", "sum8"]
         image = np.full((48, 32, 3), (10, 20, 30), np.uint8)  # BGR
-        detector = load_detector(bundle, RuntimeSettings(), {"soc": "rk3588"})
+        detector = load_detector(bundle, {"soc": "rk3588"})
         tensor, _ = detector.preprocess(image)
         assert tensor.dtype == np.uint8 and tensor.shape == (1, 64, 64, 3)
         assert tuple(tensor[0, 32, 32]) == (30, 20, 10)  # RGB, not normalized

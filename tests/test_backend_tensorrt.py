@@ -20,7 +20,7 @@ import pytest
 from edge.bundle import load_bundle, write_manifest
 from edge.runtime.backends.base import BackendError, open_backend
 from edge.runtime.backends.tensorrt import TensorRtBackend
-from edge.runtime.models import open_model, thread_options
+from edge.runtime.models import model_options, open_model
 
 STANDINS = Path(__file__).with_name("standins")
 DETECTOR = {"inputs": {"images": [1, 3, 4, 4]}, "outputs": {"output0": [1, 3, 4, 4]}, "scale": 2.0}
@@ -182,6 +182,6 @@ def test_a_jetson_bundle_picks_tensorrt_through_its_manifest(trt, tmp_path):
     }
     write_manifest(tmp_path, {"name": "t", "target": "jetson-orin", "models": {"detector": entry}})
     bundle = load_bundle(tmp_path)
-    assert thread_options(bundle, "detector", 2) == {}
+    assert model_options(bundle, "detector", 2) == {}
     with open_model(bundle, "detector") as backend:
         assert isinstance(backend, TensorRtBackend) and trt.builds == 1

@@ -50,24 +50,16 @@ def test_boxes_lie_inside_the_frame(detector, clip_frames):
     assert (d.boxes[:, 2:] > d.boxes[:, :2]).all()
 
 
-def test_thresholds_apply_live(detector, clip_frames):
+def test_thresholds_come_with_each_call(detector, clip_frames):
     frame = clip_frames[2]
     many = len(detector(frame))
-    detector.conf_th = 0.8
-    try:
-        few = detector(frame)
-    finally:
-        detector.conf_th = 0.3
-    assert len(few) < many
+    few = detector(frame, conf_th=0.8)
+    assert len(few) < many and len(detector(frame)) == many, "nothing stays changed in the detector"
     assert (few.scores > 0.8).all()
 
 
 def test_no_detections_keeps_the_shapes(detector, clip_frames):
-    detector.conf_th = 0.999
-    try:
-        d = detector(clip_frames[0])
-    finally:
-        detector.conf_th = 0.3
+    d = detector(clip_frames[0], conf_th=0.999)
     assert len(d) == 0 and d.as_array().shape == (0, 6)
 
 

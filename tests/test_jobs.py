@@ -17,12 +17,13 @@ import cv2
 import pytest
 from waiting import wait_until
 
-from edge.config import ConfigError, RuntimeSettings
 from edge.runtime.backends.base import Backend
-from edge.runtime.jobs import STATE_FILE, Camera, CapacityExceeded, JobConflict, JobManager, ResultLog
-from edge.runtime.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.runtime.sources import SourceError, SourceOptions
-from edge.runtime.stream import MAX_CONSECUTIVE_ERRORS
+from edge.service.jobs import STATE_FILE, Camera, CapacityExceeded, JobConflict, JobManager
+from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
+from edge.service.results import ResultLog
+from edge.service.streams import MAX_CONSECUTIVE_ERRORS
+from edge.settings import ConfigError, RuntimeSettings, ServiceSettings
 
 FAR = 4_000_000_000.0  # an end time far ahead
 
@@ -46,8 +47,9 @@ def settings() -> LiveSettings:
 
 
 @pytest.fixture(scope="module")
-def models(bundle_dir, settings) -> ModelSet:
-    return load_models(bundle_dir, settings, {"threads": 1}, selftest=False)
+def models(bundle_dir) -> ModelSet:
+    config = ServiceSettings(runtime=RuntimeSettings(attributes=False), backend={"threads": 1})
+    return load_models(bundle_dir, config, selftest=False)
 
 
 def view(models: ModelSet, backend: Backend | None = None) -> ModelSet:
@@ -216,22 +218,19 @@ def test_streams_move_to_reloaded_models_and_the_old_ones_close(manager, holder,
     assert job.describe()["streams"][0]["errors"] == 0 and len(tracks) >= 3
 
 
-def test_live_settings_change_together_or_not_at_all(models):
+def test_live_settings_change_together_or_not_at_all():
     live = LiveSettings(RuntimeSettings())
-    policy = live.policy
+    before = live.current
     assert live.update({"conf_th": 0.45, "min_live_seconds": 1.5}) == {
         "conf_th": 0.45, "iou_th": 0.7, "score_th_capture": 0.2, "min_live_seconds": 1.5,
     }
-    assert policy is live.policy and policy.min_live_seconds == 1.5, "the shared policy object changed"
+    now = live.current
+    assert (now.conf_th, now.min_live_seconds) == (0.45, 1.5), "a new snapshot holds both changes"
+    assert before == RuntimeSettings(), "the snapshot a frame already holds never changes"
     for bad in ({"iou_th": 2.0}, {"conf_th": 0.1, "score_th_capture": -1.0}, {"tracker": "x"}):
         with pytest.raises(ConfigError):
             live.update(bad)
-    assert live.values()["conf_th"] == 0.45 and policy.score_th_capture == 0.2
-    live.apply_to(models.detector)
-    try:
-        assert models.detector.conf_th == 0.45
-    finally:
-        LiveSettings(RuntimeSettings()).apply_to(models.detector)
+    assert live.current is now and now.score_th_capture == 0.2
 
 
 # The stream's own mechanics, with backends wrapped around the real one.

@@ -10,20 +10,28 @@ from functools import partial
 import pytest
 
 from edge.bundle import load_bundle
-from edge.config import RuntimeSettings
+from edge.runtime.models import load_detector, start_attribute_worker
 from edge.runtime.pipeline import Pipeline, TrackMemory, crop
-from edge.runtime.runner import load_detector, policy_settings, start_worker
 from edge.runtime.sources import Frame
 from edge.runtime.tracking import make_tracker
 from edge.schema import UNKNOWN
+from edge.settings import RuntimeSettings
+
+SPEC = RuntimeSettings()
 
 
-def run_until(pipeline, frames, condition, limit_s: float = 90.0):
+def step(pipeline, detector, frame, settings=SPEC):
+    """One frame through detection (at the settings' thresholds) and the pipeline."""
+    found = detector(frame.image, settings.conf_th, settings.iou_th)
+    return pipeline.process(frame, found, settings)
+
+
+def run_until(pipeline, detector, frames, condition, limit_s: float = 90.0, settings=SPEC):
     """Feed frames (cycling, with advancing timestamps) until condition(result) or the limit."""
     deadline, i, result = time.monotonic() + limit_s, 0, None
     while time.monotonic() < deadline:
         image = frames[i % len(frames)]
-        result = pipeline.process(Frame(i, i / 10.0, image))
+        result = step(pipeline, detector, Frame(i, i / 10.0, image), settings)
         if condition(result):
             return result
         i += 1
@@ -42,63 +50,61 @@ def frames(clip):
     return read_frames(clip, list(range(0, 30)))
 
 
+@pytest.fixture(scope="module")
+def detector(bundle_dir):
+    return load_detector(load_bundle(bundle_dir), {"threads": 1})
+
+
 @pytest.fixture
 def pipeline(bundle_dir, clip):
-    bundle = load_bundle(bundle_dir)
-    settings = RuntimeSettings(threads=1)
-    worker = start_worker(bundle, settings)
-    yield Pipeline(
-        load_detector(bundle, settings), partial(make_tracker, "sfsort", 10.0), worker,
-        policy_settings(settings), settings.retention_seconds,
-    )
+    worker = start_attribute_worker(load_bundle(bundle_dir), {"threads": 1})
+    yield Pipeline(partial(make_tracker, "sfsort", 10.0), worker)
     worker.close()
 
 
-def test_attributes_arrive_and_merge_into_tracks(pipeline, frames):
-    first = pipeline.process(Frame(0, 0.0, frames[0]))
+def test_attributes_arrive_and_merge_into_tracks(pipeline, detector, frames):
+    first = step(pipeline, detector, Frame(0, 0.0, frames[0]))
     assert first.persons and all(
         set(p.attributes.values()) == {UNKNOWN} for p in first.persons
     ), "unknown until the classifier answers"
-    result = run_until(pipeline, frames, answered)
-    stats = pipeline.worker.stats()
+    result = run_until(pipeline, detector, frames, answered)
+    stats = pipeline.attributes.stats()
     assert stats["requests"] >= 1 and stats["answers"] >= 1
     known = [p for p in result.persons if p.attributes["gender"] != UNKNOWN]
     assert all(UNKNOWN not in p.attributes.values() for p in known)
 
 
-def test_a_killed_attribute_process_is_restarted_and_the_stream_goes_on(pipeline, frames):
-    run_until(pipeline, frames, answered)
-    os.kill(pipeline.worker.pid, signal.SIGKILL)
-    answers_before = pipeline.worker.stats()["answers"]
+def test_a_killed_attribute_process_is_restarted_and_the_stream_goes_on(pipeline, detector, frames):
+    worker = pipeline.attributes
+    run_until(pipeline, detector, frames, answered)
+    os.kill(worker.pid, signal.SIGKILL)
+    answers_before = worker.stats()["answers"]
     # The stream keeps producing results while the process is down and restarted...
-    run_until(pipeline, frames, lambda r: pipeline.worker.stats()["restarts"] >= 1)
+    run_until(pipeline, detector, frames, lambda r: worker.stats()["restarts"] >= 1)
     # ...and attributes flow again once the new process has loaded its model.
-    pipeline.policy.settings.score_th_capture = 0.0  # re-send every track from now on
-    run_until(pipeline, frames, lambda r: pipeline.worker.stats()["answers"] > answers_before + 2)
-    assert pipeline.worker.alive
+    resend = SPEC.changed({"score_th_capture": 0.0})  # re-send every track from now on
+    run_until(pipeline, detector, frames, lambda r: worker.stats()["answers"] > answers_before + 2,
+              settings=resend)
+    assert worker.alive
 
 
-def test_a_live_threshold_change_reaches_the_tracker(bundle_dir, frames):
-    settings = RuntimeSettings(threads=1)
-    detector = load_detector(load_bundle(bundle_dir), settings)
-    pipeline = Pipeline(detector, partial(make_tracker, "sfsort", 10.0, conf_th=settings.conf_th))
-    tracked = len(pipeline.process(Frame(0, 0.0, frames[0])).persons)
-    detector.conf_th = 0.9  # as PATCH /api/config does: above every person of the clip
-    assert pipeline.process(Frame(1, 0.1, frames[1])).persons == [] and pipeline.tracker.conf_th == 0.9
-    detector.conf_th = settings.conf_th
+def test_a_live_threshold_change_reaches_the_tracker(detector, frames):
+    pipeline = Pipeline(partial(make_tracker, "sfsort", 10.0, conf_th=SPEC.conf_th))
+    tracked = len(step(pipeline, detector, Frame(0, 0.0, frames[0])).persons)
+    high = SPEC.changed({"conf_th": 0.9})  # as PATCH /api/config does: above every person of the clip
+    assert step(pipeline, detector, Frame(1, 0.1, frames[1]), high).persons == []
     for i in range(2, 5):  # lost tracks come back, new ones start
-        result = pipeline.process(Frame(i, i / 10, frames[i]))
-    assert pipeline.tracker.conf_th == settings.conf_th
+        result = step(pipeline, detector, Frame(i, i / 10, frames[i]))
     assert tracked >= 3 and len(result.persons) >= tracked - 1
 
 
 def test_track_memory_forgets_after_retention():
-    memory = TrackMemory(retention_seconds=60)
+    memory = TrackMemory()
     memory.seen(7, now=0.0)
     memory.answer(7, {"gender": "female"})
     memory.answer(8, {"gender": "male"})  # never seen: ignored
     assert memory.seen(7, now=30.0) == {"gender": "female"} and 8 not in memory.attributes
-    memory.forget_stale(now=90.5)
+    memory.forget_stale(now=90.5, retention_seconds=60)
     assert 7 not in memory.attributes and 7 not in memory.last_seen
 
 

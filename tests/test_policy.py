@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from edge.runtime.policy import PolicySettings, SendPolicy
+from edge.runtime.policy import SendPolicy
+from edge.settings import PolicySettings
 
 
-def sends(policy: SendPolicy, track_id: int, score: float, times: list[float]) -> list[bool]:
-    """Call should_send at each time with one score; return the answers."""
-    return [policy.should_send(track_id, score, t) for t in times]
+def sends(
+    policy: SendPolicy, track_id: int, score: float, times: list[float], rules: PolicySettings | None = None
+) -> list[bool]:
+    """Call should_send at each time with one score (and the SPEC's rules); return the answers."""
+    return [policy.should_send(track_id, score, t, rules or PolicySettings()) for t in times]
 
 
 def test_defaults_are_those_of_the_spec() -> None:
@@ -34,8 +35,8 @@ def test_a_track_is_sent_exactly_at_min_live_seconds() -> None:
 
 
 def test_zero_min_live_seconds_sends_at_first_sight() -> None:
-    policy = SendPolicy(PolicySettings(min_live_seconds=0.0))
-    assert sends(policy, 1, 0.5, [3.0, 3.1]) == [True, False]
+    policy = SendPolicy()
+    assert sends(policy, 1, 0.5, [3.0, 3.1], PolicySettings(min_live_seconds=0.0)) == [True, False]
 
 
 def test_tracks_are_independent() -> None:
@@ -95,16 +96,15 @@ def test_a_forgotten_track_starts_afresh() -> None:
     assert sends(policy, 4, 0.4, [6.0, 6.1, 6.3]) == [False, False, True]
 
 
-def test_settings_changed_live_apply_at_the_next_call() -> None:
+def test_rules_changed_live_apply_at_the_next_call() -> None:
     policy = SendPolicy()
     assert policy.should_send(1, 0.5, 0.0) is False
-    policy.settings.min_live_seconds = 1.0
-    assert policy.should_send(1, 0.5, 0.5) is False
-    assert policy.should_send(1, 0.5, 1.0) is True
-    policy.settings = dataclasses.replace(policy.settings, score_th_capture=0.05)
-    assert policy.should_send(1, 0.55, 1.1) is True
-    policy.settings.max_age_seconds = 0.5
-    assert policy.forget_stale(1.7) == [1]
+    rules = PolicySettings(min_live_seconds=1.0)  # each call brings the rules of its frame
+    assert policy.should_send(1, 0.5, 0.5, rules) is False
+    assert policy.should_send(1, 0.5, 1.0, rules) is True
+    rules = rules.model_copy(update={"score_th_capture": 0.05})
+    assert policy.should_send(1, 0.55, 1.1, rules) is True
+    assert policy.forget_stale(1.7, PolicySettings(max_age_seconds=0.5)) == [1]
 
 
 @pytest.mark.parametrize("field", ["min_live_seconds", "score_th_capture", "max_age_seconds"])

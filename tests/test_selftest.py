@@ -16,7 +16,7 @@ import pytest
 from edge.bundle import load_bundle
 from edge.cli import main
 from edge.convert.export import add_golden, golden_frames
-from edge.runtime.selftest import run_selftest
+from edge.runtime.golden import run_selftest
 
 
 def copy_bundle(bundle: Path, to: Path, change) -> Path:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, RuntimeSettings, ServiceConfig, load_service_config
 from edge.service.state import source_options
+from edge.settings import ConfigError, RuntimeSettings, ServiceSettings, load_service_settings
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "edge" / "service" / "config.example.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "edge" / "service" / "config.example.yaml"
+BUNDLE = ROOT / "models" / "default" / "cpu"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -21,13 +24,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_no_file_gives_the_defaults_on_loopback():
-    config = load_service_config(None, {})
-    assert config == ServiceConfig() and (config.host, config.port) == ("127.0.0.1", 8000)
+    config = load_service_settings(None, {})
+    assert config == ServiceSettings() and (config.host, config.port) == ("127.0.0.1", 8000)
     assert config.runtime == RuntimeSettings() and config.token == "" and config.selftest_on_start
 
 
 def test_the_example_is_the_contract_the_deploy_templates():
-    config = load_service_config(EXAMPLE, {})
+    config = load_service_settings(EXAMPLE, {})
     assert (config.listen, config.max_streams) == ("127.0.0.1:8000", 4)
     assert config.bundle == "/opt/edge/models/current"
     assert (config.media_root, config.results_dir) == ("/srv/edge/media", "/var/lib/edge/results")
@@ -38,7 +41,7 @@ def test_the_example_is_the_contract_the_deploy_templates():
 
 def test_environment_overrides_the_file(tmp_path):
     path = write(tmp_path, "listen: 127.0.0.1:9000\ntoken: file\nruntime: {conf_th: 0.5, tracker: bytetrack}")
-    config = load_service_config(path, {
+    config = load_service_settings(path, {
         "EDGE_LISTEN": "0.0.0.0:8080", "EDGE_BUNDLE": "/b", "EDGE_TOKEN": "12345", "EDGE_MEDIA_ROOT": "/m",
         "EDGE_RESULTS_DIR": "/r", "EDGE_MAX_STREAMS": "2", "EDGE_SELFTEST_ON_START": "false",
         "EDGE_RESULTS_KEEP_DAYS": "7.5",
@@ -79,26 +82,31 @@ def test_environment_overrides_the_file(tmp_path):
 )
 def test_bad_settings_are_refused_naming_them(tmp_path, text, environ, message):
     with pytest.raises(ConfigError) as error:
-        load_service_config(write(tmp_path, text), environ)
+        load_service_settings(write(tmp_path, text), environ)
     assert message in str(error.value)
 
 
 def test_bad_source_options_are_refused():
     with pytest.raises(ConfigError, match="source: .*transport"):
-        source_options(ServiceConfig(source={"transport": "quic"}))
+        source_options(ServiceSettings(source={"transport": "quic"}))
     with pytest.raises(ConfigError, match="source: .*unexpected keyword argument 'fps'"):
-        source_options(ServiceConfig(source={"fps": 5}))
+        source_options(ServiceSettings(source={"fps": 5}))
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
-    [("max_streams: 100\n", "max_streams must be within 1..64"),
-     ("runtime: {tracker: deepsort}\n", "runtime.tracker 'deepsort'"),
-     ("source: {backoff_initial_s: 0}\n", "source: backoff")],
+    ("text", "environ", "message"),
+    [("max_streams: 100\n", {}, "max_streams must be within 1..64"),
+     ("runtime: {tracker: deepsort}\n", {}, "runtime.tracker 'deepsort'"),
+     ("source: {backoff_initial_s: 0}\n", {}, "source: backoff"),
+     ("backend: {thraeds: 2}\n", {}, "backend: no backend has the option(s) thraeds"),
+     ("detector: {cores: 2}\n", {}, "backend/detector: OnnxRuntimeBackend has no option cores"),
+     ("attributes: {threads: two}\n", {}, "attributes: OnnxRuntimeBackend options: threads must be a int"),
+     ("", {"EDGE_ATTRIBUTES__THRAEDS": "1"}, "attributes: no backend has the option(s) thraeds")],
 )
-def test_edge_serve_exits_2_on_a_bad_configuration(tmp_path, text, message):
+def test_edge_serve_exits_2_on_a_bad_configuration(tmp_path, text, environ, message):
+    env = dict(os.environ, EDGE_BUNDLE=str(BUNDLE), EDGE_RESULTS_DIR=str(tmp_path / "results"), **environ)
     done = subprocess.run(
         [sys.executable, "-m", "edge.cli", "serve", "--config", str(write(tmp_path, text))],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert done.returncode == 2 and message in done.stderr, done.stderr

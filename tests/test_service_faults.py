@@ -21,7 +21,7 @@ from rtsp import HOST, rtsp_server, unavailable_reason
 from service import EdgeService
 from waiting import wait_until
 
-from edge.runtime.jobs import STATE_FILE
+from edge.service.jobs import STATE_FILE
 
 RTSP_UNAVAILABLE = unavailable_reason()
 needs_rtsp = pytest.mark.skipif(RTSP_UNAVAILABLE is not None, reason=str(RTSP_UNAVAILABLE))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -11,11 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.runtime.golden import box_iou
 from edge.runtime.tracking import TRACKERS, make_tracker
 
-ROOT = Path(__file__).resolve().parents[1]
-CLIP = ROOT / "data" / "vtest.avi"
-WEIGHTS = ROOT / "models" / "weights" / "yolov8s-people.pt"
 N_FRAMES = 60
 FRAME_SIZE = (768, 576)
 BLACK = np.zeros((FRAME_SIZE[1], FRAME_SIZE[0], 3), dtype=np.uint8)
@@ -27,16 +24,6 @@ Run = tuple[list[np.ndarray], list[np.ndarray]]
 def box(cx: float, cy: float, conf: float = 0.5) -> np.ndarray:
     """One 60x160 person-sized detection centred at (cx, cy)."""
     return np.array([[cx - 30, cy - 80, cx + 30, cy + 80, conf, 0]], dtype=np.float32)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N x 4) with every box in b (M x 4)."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:4] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:4] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 def ids_after_gap(name: str, fps: float, det: np.ndarray, gap: int) -> tuple[int, int]:
@@ -86,14 +73,11 @@ def test_a_new_threshold_starts_tracks_at_once(name: str) -> None:
     tracker = make_tracker(name, 10.0, FRAME_SIZE, conf_th=0.6)
     for _ in range(3):
         assert tracker.update(box(384, 288, conf=0.4), BLACK).shape == (0, 8)
-    tracker.conf_th = 0.3
-    assert tracker.conf_th == 0.3
     for _ in range(2):  # a new ByteTrack track shows from its second frame
-        tracks = tracker.update(box(384, 288, conf=0.4), BLACK)
+        tracks = tracker.update(box(384, 288, conf=0.4), BLACK, conf_th=0.3)
     assert tracks.shape == (1, 8) and tracks[0, 5] == pytest.approx(0.4)
-    tracker.conf_th = 0.6  # raised again: the track goes on, a new person below it starts none
-    for _ in range(3):
-        tracks = tracker.update(np.vstack([box(384, 288, 0.4), box(100, 288, 0.5)]), BLACK)
+    for _ in range(3):  # raised again: the track goes on, a new person below it starts none
+        tracks = tracker.update(np.vstack([box(384, 288, 0.4), box(100, 288, 0.5)]), BLACK, conf_th=0.6)
     assert tracks[:, 0].tolist() == [pytest.approx(354)]
 
 
@@ -115,14 +99,12 @@ def test_sfsort_forgets_sooner_near_the_edges(gap: int, kept: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def clip_detections() -> Run:
+def clip_detections(clip: Path, weights: Path) -> Run:
     """Frames of the real clip and the reference detector's N x 6 detections on them."""
-    if not (CLIP.is_file() and WEIGHTS.is_file()):
-        pytest.skip("needs data/vtest.avi and the detector weights (make data models)")
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".cache" / "ultralytics"))
-    yolo = pytest.importorskip("ultralytics").YOLO(str(WEIGHTS))
-    capture = cv2.VideoCapture(str(CLIP))
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(weights))
+    capture = cv2.VideoCapture(str(clip))
     frames, detections = [], []
     for _ in range(N_FRAMES):
         ok, frame = capture.read()
@@ -163,7 +145,7 @@ def test_clip_boxes_keep_their_id_from_frame_to_frame(clip_tracks: Run) -> None:
     kept = total = 0
     for prev, cur in pairwise(tracks):
         if len(prev) and len(cur):
-            overlap = iou(cur[:, :4], prev[:, :4])
+            overlap = box_iou(cur[:, :4], prev[:, :4])
             best = overlap.argmax(axis=1)
             same_person = overlap.max(axis=1) >= 0.5
             kept += int(np.sum(cur[same_person, 4] == prev[best[same_person], 4]))
@@ -179,5 +161,5 @@ def test_clip_det_ind_points_at_the_matched_detection(clip_tracks: Run) -> None:
     for dets, rows in zip(detections, tracks, strict=True):
         matched = dets[rows[:, 7].astype(int)]
         # ByteTrack reports its Kalman-smoothed box, SFSORT the detection's own.
-        assert np.all(np.diag(iou(rows[:, :4], matched[:, :4])) >= 0.5)
+        assert np.all(np.diag(box_iou(rows[:, :4], matched[:, :4])) >= 0.5)
         np.testing.assert_allclose(rows[:, 5:7], matched[:, 4:6], rtol=1e-6)

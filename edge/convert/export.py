@@ -15,13 +15,12 @@ import numpy as np
 
 from edge import schema
 from edge.bundle import load_bundle, sha256_file, write_manifest
-from edge.config import RuntimeSettings
 from edge.convert import attribute_net
 from edge.convert.heads import export_stock_onnx
-from edge.runtime.attributes import ClassifierFactory
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
+from edge.runtime.models import load_classifier, load_detector
 from edge.runtime.pipeline import crop
-from edge.runtime.runner import load_detector
+from edge.settings import RuntimeSettings
 
 DETECTOR_SIZE = 640
 
@@ -128,15 +127,15 @@ def add_golden(bundle_dir: Path, frames: list[np.ndarray], crops_per_frame: int 
     """
     bundle = load_bundle(bundle_dir)
     conf_th = RuntimeSettings().conf_th
-    detector = load_detector(bundle, RuntimeSettings(conf_th=conf_th - DEFAULT_TOLERANCE["score"]))
-    detections = [detector(frame) for frame in frames]
+    detector = load_detector(bundle)
+    detections = [detector(frame, conf_th - DEFAULT_TOLERANCE["score"]) for frame in frames]
     crops: list[np.ndarray] = []
     logits: dict[str, np.ndarray] = {}
     if "attributes" in bundle.manifest["models"]:
         pieces = (crop(frame, box) for frame, det in zip(frames, detections, strict=True)
                   for box in det.boxes[:crops_per_frame])
         crops = [c for c in pieces if c is not None]
-        logits = ClassifierFactory(bundle_dir)().logits(crops)
+        logits = load_classifier(bundle).logits(crops)
     manifest = dict(bundle.manifest)
     manifest["golden"] = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
     write_manifest(bundle_dir, manifest)

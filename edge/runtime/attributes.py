@@ -8,8 +8,6 @@ std. Training uses :func:`prepare_crop` too, so both see identical pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -35,12 +33,6 @@ def prepare_crop(crop: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - new_h) // 2, (size - new_w) // 2
     square[top : top + new_h, left : left + new_w] = resized
     return square
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, numerically stable."""
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class AttributeClassifier:
@@ -93,25 +85,3 @@ class AttributeClassifier:
             {name: self.schema[name][int(best[name][i])] for name in self.schema}
             for i in range(len(crops))
         ]
-
-
-@dataclass(frozen=True)
-class ClassifierFactory:
-    """A picklable recipe that builds the :class:`AttributeClassifier` of a bundle.
-
-    The attribute process calls it after it has started, so the model is loaded in
-    that process (onnxruntime and RKNN sessions cannot cross a fork).
-    """
-
-    bundle: Path
-    backend_options: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self) -> AttributeClassifier:
-        """Load the bundle's attribute model."""
-        from edge.bundle import load_bundle
-        from edge.runtime.models import open_model
-
-        # The main process verified the hashes already; the child only loads.
-        bundle = load_bundle(self.bundle, verify_hashes=False)
-        backend = open_model(bundle, "attributes", self.backend_options)
-        return AttributeClassifier(backend, bundle.model("attributes"))

@@ -16,7 +16,9 @@ layouts are decoded (the manifest's ``output.layout``):
     quantizing them costs about 10% IoU (DESIGN.md).
 
 Pre-processing and NMS follow Ultralytics' ``predict`` (letterbox rounding, class-wise
-NMS, ``conf > conf_th``), so the same checkpoint gives the same boxes.
+NMS, ``conf > conf_th``), so the same checkpoint gives the same boxes. The thresholds
+come with each call (a stream passes those of its frame's settings snapshot): the
+detector stores none, so one detector serves streams with different settings.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import cv2
 import numpy as np
 
 from edge.runtime.backends.base import Backend
+from edge.settings import RuntimeSettings
 
 DFL_BINS = 16
+_DEFAULTS = RuntimeSettings()
 
 
 @dataclass(frozen=True)
@@ -196,9 +200,6 @@ class Detector:
         The backend holding the detector model.
     entry : dict
         The manifest's ``detector`` entry.
-    conf_th, iou_th : float
-        Confidence threshold and NMS IoU threshold (SPEC defaults 0.3 and 0.7); public
-        attributes, read at every frame, so they can be changed live.
     max_det : int
         At most this many detections per frame.
     """
@@ -207,12 +208,10 @@ class Detector:
         self,
         backend: Backend,
         entry: dict[str, Any],
-        conf_th: float = 0.3,
-        iou_th: float = 0.7,
         max_det: int = 300,
     ) -> None:
         self.backend = backend
-        self.conf_th, self.iou_th, self.max_det = conf_th, iou_th, max_det
+        self.max_det = max_det
         self._preprocess = entry["preprocess"]
         self._output = entry["output"]
         self._decode = DECODERS[self._output["layout"]]
@@ -227,21 +226,28 @@ class Detector:
         return to_tensor(image, self._preprocess, self._input), box
 
     def postprocess(
-        self, outputs: Sequence[np.ndarray], box: Letterbox, frame_shape: tuple[int, ...]
+        self,
+        outputs: Sequence[np.ndarray],
+        box: Letterbox,
+        frame_shape: tuple[int, ...],
+        conf_th: float = _DEFAULTS.conf_th,
+        iou_th: float = _DEFAULTS.iou_th,
     ) -> Detections:
-        """Decode, filter by confidence and person class, NMS, and map to frame pixels."""
+        """Decode, keep person classes scoring above ``conf_th``, NMS at ``iou_th``, map to frame pixels."""
         boxes, scores = self._decode(outputs, self._output)
         classes = scores.argmax(axis=1)
         conf = scores[np.arange(len(classes)), classes]
-        mask = (conf > self.conf_th) & np.isin(classes, self._persons)
+        mask = (conf > conf_th) & np.isin(classes, self._persons)
         boxes, conf, classes = boxes[mask], conf[mask], classes[mask]
-        keep = nms(boxes, conf, classes, self.iou_th, self.max_det)
+        keep = nms(boxes, conf, classes, iou_th, self.max_det)
         boxes = (boxes[keep] - [box.pad_x, box.pad_y, box.pad_x, box.pad_y]) / box.gain
         h, w = frame_shape[:2]
         boxes = boxes.clip(0, [w, h, w, h]).astype(np.float32)
         return Detections(boxes, conf[keep].astype(np.float32), classes[keep].astype(int))
 
-    def __call__(self, frame: np.ndarray) -> Detections:
-        """Detect the persons in one BGR frame."""
+    def __call__(
+        self, frame: np.ndarray, conf_th: float = _DEFAULTS.conf_th, iou_th: float = _DEFAULTS.iou_th
+    ) -> Detections:
+        """Detect the persons in one BGR frame; see :meth:`postprocess`."""
         tensor, box = self.preprocess(frame)
-        return self.postprocess(self.backend.run([tensor]), box, frame.shape)
+        return self.postprocess(self.backend.run([tensor]), box, frame.shape, conf_th, iou_th)

@@ -1,4 +1,7 @@
-"""Golden outputs: what a bundle's models answered on the host, for the device self-test.
+"""Golden outputs and the device self-test: the host's answers, run again on the device.
+
+``edge selftest --bundle DIR`` (the deploy gates on it) and the service at start and at
+each reload run :func:`run_selftest`.
 
 A bundle carries a few reference images (``golden/*.png``, lossless) and, in its
 manifest's ``golden`` section, what its own models produced for them on the host:
@@ -20,6 +23,7 @@ bundle on this device's backend and compares.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +31,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.bundle import Bundle, BundleError
 from edge.runtime.attributes import AttributeClassifier
 from edge.runtime.detector import Detections, Detector
+from edge.runtime.models import load_classifier, load_detector
 
 GOLDEN_DIR = "golden"
 DEFAULT_TOLERANCE = {"box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99}
@@ -138,21 +144,15 @@ def check_golden(
 ) -> GoldenReport:
     """Run the golden images through this device's models and compare with the manifest.
 
-    The detector's threshold is lowered by the score tolerance for the run and
-    restored afterwards.
+    The detector runs at the golden threshold less the score tolerance, as the host did.
     """
     tol = {**DEFAULT_TOLERANCE, **golden.get("tolerance", {})}
     conf_th = golden.get("conf_th", 0.3)
     report = GoldenReport()
-    saved = detector.conf_th
-    detector.conf_th = conf_th - tol["score"]
-    try:
-        for entry in golden.get("detector", []):
-            found = detector(_read(bundle_dir, entry["image"]))
-            report.problems += _compare_detections(entry["image"], entry, found, conf_th, tol)
-            report.checked_images += 1
-    finally:
-        detector.conf_th = saved
+    for entry in golden.get("detector", []):
+        found = detector(_read(bundle_dir, entry["image"]), conf_th - tol["score"])
+        report.problems += _compare_detections(entry["image"], entry, found, conf_th, tol)
+        report.checked_images += 1
     for entry in golden.get("attributes", []) if classifier is not None else []:
         logits = classifier.logits([_read(bundle_dir, entry["image"])])
         for name, expected in entry["logits"].items():
@@ -169,3 +169,54 @@ def _read(bundle_dir: Path, name: str) -> np.ndarray:
     if image is None:
         raise FileNotFoundError(f"{bundle_dir / name}: golden image missing or unreadable")
     return image
+
+
+def run_selftest(
+    bundle: Bundle,
+    detector: Detector | None = None,
+    *,
+    detector_options: Mapping[str, Any] | None = None,
+    attribute_options: Mapping[str, Any] | None = None,
+) -> GoldenReport:
+    """Run the golden images through this device's models and compare.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The bundle under test; its manifest must have a ``golden`` section.
+    detector : Detector, optional
+        An already open detector of this bundle (the service's own); otherwise one is
+        opened with ``detector_options`` and closed afterwards.
+    detector_options : Mapping, optional
+        Backend options of a detector opened here; the backend's defaults when None.
+    attribute_options : Mapping, optional
+        Backend options of the attribute model, opened here and closed afterwards.
+
+    Returns
+    -------
+    GoldenReport
+        ``ok`` when every golden answer agrees within tolerance.
+
+    Raises
+    ------
+    BundleError
+        When the manifest has no golden section.
+    BackendError
+        When a model cannot be opened on this device.
+    """
+    golden = bundle.manifest.get("golden")
+    if not isinstance(golden, dict) or not golden.get("detector"):
+        raise BundleError(f"{bundle.path}: the manifest has no golden outputs to test against")
+    own = detector is None
+    if detector is None:
+        detector = load_detector(bundle, detector_options)
+    classifier = None
+    try:
+        if golden.get("attributes") and "attributes" in bundle.manifest["models"]:
+            classifier = load_classifier(bundle, attribute_options)
+        return check_golden(bundle.path, golden, detector, classifier)
+    finally:
+        if classifier is not None:
+            classifier.backend.close()
+        if own:
+            detector.backend.close()

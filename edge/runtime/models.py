@@ -1,13 +1,23 @@
-"""Open a bundle's models on their backends, checking each file against its manifest."""
+"""Load a bundle's models on their backends, for ``edge run``, the service, the self-test and the gate.
+
+Each model file is checked against its manifest entry as it is opened. Backend options
+are given per model (the detector and the attribute model may sit on different NPU
+cores or get different threads); :func:`model_options` fills in a thread count where
+the backend takes one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from edge.bundle import Bundle, BundleError
-from edge.runtime.backends.base import Backend, TensorSpec, backend_class, open_backend
+from edge.bundle import Bundle, BundleError, load_bundle
+from edge.runtime.attributes import AttributeClassifier
+from edge.runtime.backends.base import Backend, TensorSpec, backend_class, check_options, open_backend
+from edge.runtime.detector import Detector
+from edge.runtime.worker import AttributeWorker
 
 
 def backend_name(entry: Mapping[str, Any]) -> str:
@@ -15,13 +25,49 @@ def backend_name(entry: Mapping[str, Any]) -> str:
     return str(entry.get("backend") or entry["format"])
 
 
-def thread_options(bundle: Bundle, task: str, threads: int) -> dict[str, Any]:
-    """Return ``{"threads": threads}`` if the task's backend takes a thread count, else ``{}``.
+def model_options(
+    bundle: Bundle, task: str, threads: int | None = None, options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the backend options of a task's model, checked.
 
-    CPU thread counts are runtime settings; an NPU or GPU backend has no such option.
+    ``threads`` where its backend takes a thread count (CPU thread counts are runtime
+    settings; an NPU has none), then ``options`` over it.
+
+    Raises
+    ------
+    BackendError
+        When an option is one the model's backend does not take, or a bad value.
     """
-    options = backend_class(backend_name(bundle.model(task))).Options
-    return {"threads": threads} if "threads" in {f.name for f in fields(options)} else {}
+    backend = backend_name(bundle.model(task))
+    takes_threads = "threads" in backend_class(backend).Options.model_fields
+    merged = {"threads": threads} if threads is not None and takes_threads else {}
+    merged.update(options or {})
+    check_options(backend, merged)
+    return merged
+
+
+def load_detector(bundle: Bundle, options: Mapping[str, Any] | None = None) -> Detector:
+    """Open the bundle's detector; ``options`` go to its backend (its defaults when None)."""
+    return Detector(open_model(bundle, "detector", options), bundle.model("detector"))
+
+
+def load_classifier(bundle: Bundle, options: Mapping[str, Any] | None = None) -> AttributeClassifier:
+    """Open the bundle's attribute model in this process (the self-test, the gate)."""
+    return AttributeClassifier(open_model(bundle, "attributes", options), bundle.model("attributes"))
+
+
+def start_attribute_worker(bundle: Bundle, options: Mapping[str, Any] | None = None) -> AttributeWorker:
+    """Start the attribute process of the bundle: its model is loaded in that process.
+
+    Raises
+    ------
+    BundleError
+        When the bundle has no attribute model (raised here, in the calling process).
+    """
+    bundle.model("attributes")
+    worker = AttributeWorker(ClassifierFactory(bundle.path, dict(options or {})))
+    worker.start()
+    return worker
 
 
 def open_model(bundle: Bundle, task: str, options: Mapping[str, Any] | None = None) -> Backend:
@@ -62,3 +108,22 @@ def _describe_from_manifest(backend: Backend, entry: Mapping[str, Any]) -> None:
     spec = entry["input"]
     backend.inputs = [TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])]
     backend.outputs = [TensorSpec(name, (), "float32") for name in entry["output"]["names"]]
+
+
+@dataclass(frozen=True)
+class ClassifierFactory:
+    """A picklable recipe that builds the :class:`AttributeClassifier` of a bundle.
+
+    The attribute process calls it after it has started, so the model is loaded in
+    that process (onnxruntime and RKNN sessions cannot cross a fork).
+    """
+
+    bundle: Path
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> AttributeClassifier:
+        """Load the bundle's attribute model."""
+        # The main process verified the hashes already; the child only loads.
+        bundle = load_bundle(self.bundle, verify_hashes=False)
+        backend = open_model(bundle, "attributes", self.backend_options)
+        return AttributeClassifier(backend, bundle.model("attributes"))

@@ -1,25 +1,27 @@
-"""One stream's processing: detect, track, send tracks for attributes, merge the answers.
+"""One stream's tracks: track the detections, send tracks for attributes, merge the answers.
 
-The pipeline is synchronous and owns no threads: a caller feeds it frames (from
-``sources``) and hands its results to sinks. The attribute process is reached only
-through the worker's non-blocking ``submit``/``poll``, so a slow or dead attribute
-model never slows detection down.
+The pipeline is synchronous and owns no threads: the stream loop
+(:mod:`edge.runtime.stream`) detects and hands it each frame's detections with the
+frame's settings snapshot, and passes its results to the sinks. The attribute process
+is reached only through an :class:`~edge.runtime.worker.AttributeLink`, whose calls
+never block, so a slow or dead attribute model never slows detection down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edge.runtime.detector import Detections, Detector
-from edge.runtime.policy import PolicySettings, SendPolicy
+from edge.runtime.detector import Detections
+from edge.runtime.policy import SendPolicy
 from edge.runtime.sources import Frame
 from edge.runtime.tracking import Tracker
-from edge.runtime.worker import AttributeWorker
+from edge.runtime.worker import AttributeLink
 from edge.schema import unknown_attributes
+from edge.settings import RuntimeSettings
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Person:
     confidence: float
     attributes: dict[str, str]
 
-    def to_dict(self, class_names: list[str]) -> dict[str, Any]:
+    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
         """Return the JSON form written to ``detections.jsonl`` and served by the API."""
         return {
             "box": [round(v, 1) for v in self.box],
@@ -46,26 +48,32 @@ class Person:
 
 @dataclass
 class FrameResult:
-    """What the pipeline found in one frame."""
+    """What the pipeline found in one frame.
+
+    The stream loop adds ``classes``, the detector's class names, and ``latency_s``,
+    the time from the frame's pre-processing to its tracks (the service's
+    ``inference_ms``, not part of the JSON form).
+    """
 
     index: int
     timestamp: float
     persons: list[Person]
+    classes: Sequence[str] = ()
+    latency_s: float = 0.0
 
-    def to_dict(self, class_names: list[str]) -> dict[str, Any]:
-        """Return the JSON form of the frame."""
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form of the frame, as ``detections.jsonl`` and the API have it."""
         return {
             "frame": self.index,
             "time": round(self.timestamp, 3),
-            "detections": [p.to_dict(class_names) for p in self.persons],
+            "detections": [p.to_dict(self.classes) for p in self.persons],
         }
 
 
 @dataclass
 class TrackMemory:
-    """Attributes received per track, forgotten after ``retention_seconds`` unseen."""
+    """Attributes received per track, forgotten once unseen for the retention time."""
 
-    retention_seconds: float = 60.0
     attributes: dict[int, dict[str, str]] = field(default_factory=dict)
     last_seen: dict[int, float] = field(default_factory=dict)
 
@@ -79,9 +87,9 @@ class TrackMemory:
         if track_id in self.attributes:
             self.attributes[track_id] = attributes
 
-    def forget_stale(self, now: float) -> None:
-        """Drop tracks not seen for longer than the retention."""
-        stale = [t for t, s in self.last_seen.items() if now - s > self.retention_seconds]
+    def forget_stale(self, now: float, retention_seconds: float) -> None:
+        """Drop tracks not seen for longer than ``retention_seconds``."""
+        stale = [t for t, s in self.last_seen.items() if now - s > retention_seconds]
         for track_id in stale:
             del self.last_seen[track_id], self.attributes[track_id]
 
@@ -97,66 +105,59 @@ def crop(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 
 
 class Pipeline:
-    """Detect, track and attribute the persons of one stream.
+    """Track the persons of one stream and give them the attributes of their tracks.
 
     Parameters
     ----------
-    detector : Detector
-        The person detector (its thresholds can be changed live).
     tracker_factory : callable
         Makes this stream's tracker from the frame size ``(width, height)``, called at
         the first frame (a live source knows its size only once connected).
-    worker : AttributeWorker, optional
-        The attribute process; None runs without attributes.
-    policy : PolicySettings, optional
-        When to send a track for attributes; shared objects may be changed live.
-    retention_seconds : float
-        How long the attributes of an unseen track are kept.
+    attributes : AttributeLink, optional
+        The way to the attribute process; None runs without attributes.
     """
 
     def __init__(
         self,
-        detector: Detector,
         tracker_factory: Callable[[tuple[int, int]], Tracker],
-        worker: AttributeWorker | None = None,
-        policy: PolicySettings | None = None,
-        retention_seconds: float = 60.0,
+        attributes: AttributeLink | None = None,
     ) -> None:
-        self.detector, self.worker = detector, worker
         self._tracker_factory = tracker_factory
         self.tracker: Tracker | None = None
-        self.policy = SendPolicy(policy)
-        self.memory = TrackMemory(retention_seconds)
+        self.attributes = attributes
+        self.policy = SendPolicy()
+        self.memory = TrackMemory()
         self.track_ids: set[int] = set()
 
-    def process(self, frame: Frame, detections: Detections | None = None) -> FrameResult:
-        """Run one frame through detection, tracking and attribute dispatch/merge.
+    def use(self, attributes: AttributeLink | None) -> None:
+        """Send to another attribute process from now on (a reload); every track is sent again."""
+        self.attributes = attributes
+        self.policy = SendPolicy()
 
-        ``detections`` are the frame's, when the caller ran the detector itself (the
-        service keeps several frames in flight on an NPU pool); None runs it here.
+    def process(self, frame: Frame, detections: Detections, settings: RuntimeSettings) -> FrameResult:
+        """Track one frame's detections, send tracks for attributes, merge the answers.
+
+        ``settings`` is the frame's snapshot: its ``conf_th`` is where the tracker
+        starts tracks, its policy rules decide what is sent.
         """
         now = frame.timestamp
-        if detections is None:
-            detections = self.detector(frame.image)
         if self.tracker is None:
             self.tracker = self._tracker_factory(frame.image.shape[1::-1])
-        self.tracker.conf_th = self.detector.conf_th  # a live change starts tracks at the new bar
-        tracks = self.tracker.update(detections.as_array(), frame.image)
-        if self.worker is not None:
-            for track_id, attributes in self.worker.poll():
+        tracks = self.tracker.update(detections.as_array(), frame.image, settings.conf_th)
+        if self.attributes is not None:
+            for track_id, attributes in self.attributes.poll():
                 self.memory.answer(track_id, attributes)
-        persons = [self._person(row, frame, now) for row in tracks]
-        self.policy.forget_stale(now)
-        self.memory.forget_stale(now)
+        persons = [self._person(row, frame, now, settings) for row in tracks]
+        self.policy.forget_stale(now, settings)
+        self.memory.forget_stale(now, settings.retention_seconds)
         return FrameResult(frame.index, now, persons)
 
-    def _person(self, row: np.ndarray, frame: Frame, now: float) -> Person:
+    def _person(self, row: np.ndarray, frame: Frame, now: float, settings: RuntimeSettings) -> Person:
         track_id, conf = int(row[4]), float(row[5])
         self.track_ids.add(track_id)
         attributes = self.memory.seen(track_id, now)
-        if self.worker is not None and self.policy.should_send(track_id, conf, now):
+        if self.attributes is not None and self.policy.should_send(track_id, conf, now, settings):
             person_crop = crop(frame.image, row[:4])
             if person_crop is not None:
-                self.worker.submit(track_id, person_crop)
+                self.attributes.submit(track_id, person_crop)
         box = tuple(float(v) for v in row[:4])
         return Person(box, int(row[6]), track_id, conf, dict(attributes))

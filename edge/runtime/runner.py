@@ -1,6 +1,6 @@
-"""``edge run``: one source through the pipeline into JSONL and an annotated video.
+"""``edge run``: one source through the stream loop into JSONL and an annotated video.
 
-Everything that can be wrong with the input (bundle, tracker name, source) is checked
+Everything that can be wrong with the input (settings, bundle, source) is checked
 before any output file is created; the outputs appear only when the run completes.
 """
 
@@ -9,23 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import Bundle, load_bundle
-from edge.config import RuntimeSettings
-from edge.runtime.attributes import ClassifierFactory
-from edge.runtime.detector import Detector
-from edge.runtime.models import open_model, thread_options
-from edge.runtime.pipeline import Pipeline
-from edge.runtime.policy import PolicySettings
-from edge.runtime.sinks import FileSink, JsonlSink, VideoSink
+from edge.bundle import load_bundle
+from edge.runtime.models import load_detector, model_options, start_attribute_worker
+from edge.runtime.pipeline import FrameResult
+from edge.runtime.sinks import FileSink, JsonlSink, Sink, VideoSink
 from edge.runtime.sources import open_source
-from edge.runtime.tracking import TRACKERS, make_tracker
-from edge.runtime.worker import AttributeWorker
+from edge.runtime.stream import StreamLoop, StreamModels
+from edge.settings import RuntimeSettings
 
 
 @dataclass
@@ -59,37 +55,18 @@ class RunSummary:
         return out
 
 
-def load_detector(
-    bundle: Bundle, settings: RuntimeSettings, options: Mapping[str, Any] | None = None
-) -> Detector:
-    """Open the bundle's detector with the settings' thresholds.
+class _Progress(Sink):
+    """A progress bar that moves with each finished frame."""
 
-    ``options`` go to its backend; by default the settings' thread count, where the
-    backend takes one.
-    """
-    if options is None:
-        options = thread_options(bundle, "detector", settings.threads)
-    backend = open_model(bundle, "detector", options)
-    return Detector(backend, bundle.model("detector"), settings.conf_th, settings.iou_th)
+    def __init__(self, bar: tqdm) -> None:
+        self._bar = bar
 
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
+        self._bar.update()
+        return True
 
-def policy_settings(settings: RuntimeSettings) -> PolicySettings:
-    """Return the attribute send policy's part of the runtime settings."""
-    return PolicySettings(
-        settings.min_live_seconds, settings.score_th_capture, settings.max_age_seconds
-    )
-
-
-def start_worker(bundle: Bundle, settings: RuntimeSettings) -> AttributeWorker | None:
-    """Start the attribute process for the bundle, or None when attributes are off."""
-    if not settings.attributes:
-        return None
-    bundle.model("attributes")  # fail here, in the main process, if there is none
-    worker = AttributeWorker(
-        ClassifierFactory(bundle.path, thread_options(bundle, "attributes", settings.attribute_threads))
-    )
-    worker.start()
-    return worker
+    def close(self, ok: bool = True) -> None:
+        self._bar.close()
 
 
 def run_source(
@@ -101,6 +78,7 @@ def run_source(
     max_frames: int | None = None,
     video: bool = True,
     progress: bool = True,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> RunSummary:
     """Process a source into ``out_dir/detections.jsonl`` and ``out_dir/annotated.mp4``.
 
@@ -120,50 +98,40 @@ def run_source(
         Also write the annotated video.
     progress : bool
         Show a progress bar on stderr.
+    backend_options : Mapping, optional
+        More options of the detector's backend (``cores=2``, ``soc=rk3588``...).
 
     Raises
     ------
-    BundleError, SourceError, ValueError
-        For a bad bundle, source or tracker name, before any output is created.
+    BundleError, SourceError, BackendError
+        For a bad bundle or source, before any output is created.
     """
     settings = settings or RuntimeSettings()
-    if settings.tracker not in TRACKERS:
-        raise ValueError(f"unknown tracker {settings.tracker!r} (known: {', '.join(TRACKERS)})")
     bundle = load_bundle(bundle_dir)
-    detector = load_detector(bundle, settings)
+    detector = load_detector(bundle, model_options(bundle, "detector", settings.threads, backend_options))
+    worker = None
     with open_source(source_uri) as source:
-        worker = start_worker(bundle, settings)
-        pipeline = Pipeline(
-            detector, partial(make_tracker, settings.tracker, source.fps, conf_th=settings.conf_th),
-            worker,
-            policy_settings(settings), settings.retention_seconds,
-        )
+        if settings.attributes:
+            worker = start_attribute_worker(
+                bundle, model_options(bundle, "attributes", settings.attribute_threads))
         out_dir.mkdir(parents=True, exist_ok=True)
-        sinks: list[FileSink] = [JsonlSink(out_dir / "detections.jsonl", detector.classes)]
+        sinks: list[Sink] = [JsonlSink(out_dir / "detections.jsonl")]
         if video:
             sinks.append(VideoSink(out_dir / "annotated.mp4", source.fps))
         total = max_frames or source.frame_count
         bar = tqdm(total=total, unit="frame", disable=not progress, desc=Path(source_uri).name)
-        frames, ok, start = 0, False, time.perf_counter()
+        models = StreamModels(detector, worker)
+        loop = StreamLoop(source, lambda: models, lambda: settings, [*sinks, _Progress(bar)])
+        start = time.perf_counter()
         try:
-            for frame in source:
-                result = pipeline.process(frame)
-                for sink in sinks:
-                    sink.write(result, frame.image)
-                frames += 1
-                bar.update()
-                if max_frames is not None and frames >= max_frames:
-                    break
-            ok = True
+            loop.run(max_frames=max_frames)
         finally:
             seconds = time.perf_counter() - start
-            bar.close()
-            for sink in sinks:
-                sink.close(ok)
             if worker is not None:
                 worker.close()
+            detector.backend.close()
     return RunSummary(
-        frames, seconds, len(pipeline.track_ids),
+        loop.frames, seconds, len(loop.pipeline.track_ids),
         worker.stats() if worker is not None else {},
-        [str(s.path) for s in sinks],
+        [str(s.path) for s in sinks if isinstance(s, FileSink)],
     )

@@ -1,7 +1,9 @@
-"""Where results go: a JSONL file, an annotated video, and the drawing they share.
+"""Where results go: the sink interface, a JSONL file, an annotated video, the drawing.
 
-Sinks write to ``<stem>.part<suffix>`` and rename on a clean close, so a run that fails
-leaves no file that looks complete.
+The stream loop hands every finished frame to its sinks in order. File sinks write to
+``<stem>.part<suffix>`` and rename on a clean close, so a run that fails leaves no file
+that looks complete. :class:`JsonLines` is the one JSONL writer: ``edge run``'s file
+and the service's result log both append through it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,7 +50,54 @@ def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
     return out
 
 
-class FileSink(ABC):
+class Sink(ABC):
+    """Where the stream loop puts each finished frame."""
+
+    @abstractmethod
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
+        """Take one frame's results (and its image); return False to take no more.
+
+        A sink that returns False (a job that has ended) makes the later sinks skip the
+        frame, and the frame does not count as processed.
+        """
+
+    def close(self, ok: bool = True) -> None:  # noqa: B027 - most sinks hold nothing to close
+        """Finish: the stream has ended, without an error if ``ok``."""
+
+
+class JsonLines:
+    """A JSONL file, one object a line, each flushed at once so a tail sees it.
+
+    Parameters
+    ----------
+    path : Path
+        The file; its folder is created.
+    append : bool
+        Append to an existing file instead of starting a new one.
+    """
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "a" if append else "w")  # noqa: SIM115 - closed in close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._f.closed
+
+    def write(self, record: dict[str, Any]) -> str:
+        """Append one record; return its line (without the newline)."""
+        line = json.dumps(record)
+        self._f.write(line + "\n")
+        self._f.flush()
+        return line
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+
+class FileSink(Sink):
     """A sink writing one file: to ``<stem>.part<suffix>``, renamed on a clean close.
 
     The suffix stays last because OpenCV picks the video container by it.
@@ -56,10 +106,6 @@ class FileSink(ABC):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.part = self.path.with_name(f"{self.path.stem}.part{self.path.suffix}")
-
-    @abstractmethod
-    def write(self, result: FrameResult, image: np.ndarray) -> None:
-        """Append one frame's results."""
 
     @abstractmethod
     def _release(self) -> None:
@@ -75,20 +121,19 @@ class FileSink(ABC):
 
 
 class JsonlSink(FileSink):
-    """One JSON object per frame, flushed per line so a tail sees results at once."""
+    """``detections.jsonl``: one JSON object per frame, flushed per line."""
 
-    def __init__(self, path: Path, class_names: list[str]) -> None:
+    def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._class_names = class_names
-        self._f = open(self.part, "w")  # noqa: SIM115 - closed in close()
+        self._lines = JsonLines(self.part)
 
-    def write(self, result: FrameResult, image: np.ndarray) -> None:
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
         """Append one frame's results."""
-        self._f.write(json.dumps(result.to_dict(self._class_names)) + "\n")
-        self._f.flush()
+        self._lines.write(result.to_dict())
+        return True
 
     def _release(self) -> None:
-        self._f.close()
+        self._lines.close()
 
 
 class VideoSink(FileSink):
@@ -99,7 +144,7 @@ class VideoSink(FileSink):
         self._fps = fps
         self._writer: cv2.VideoWriter | None = None
 
-    def write(self, result: FrameResult, image: np.ndarray) -> None:
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
         """Draw and append one frame; the first frame fixes the video's size."""
         if self._writer is None:
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
@@ -107,6 +152,7 @@ class VideoSink(FileSink):
             if not self._writer.isOpened():
                 raise OSError(f"{self.path}: OpenCV cannot write an MP4 here")
         self._writer.write(draw(image, result))
+        return True
 
     def _release(self) -> None:
         if self._writer is not None:

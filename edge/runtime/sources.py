@@ -31,7 +31,6 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
+
+from edge.runtime.rates import RecentTimes
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class Source(ABC):
         self._frames_dropped = 0
         self._reconnects = 0
         self._last_error: str | None = None
-        self._rate = _RateMeter()
+        self._rate = RecentTimes(window_s=2.0)
 
     @property
     def state(self) -> SourceState:
@@ -252,7 +253,7 @@ class Source(ABC):
                 "frames_read": self._frames_read,
                 "frames_dropped": self._frames_dropped,
                 "reconnects": self._reconnects,
-                "input_fps": self._rate.rate(time.monotonic()),
+                "input_fps": self._rate.figures(time.monotonic())["fps"],
                 "last_error": self._last_error,
             }
 
@@ -298,7 +299,7 @@ class Source(ABC):
     def _count_read(self, shape: tuple[int, ...]) -> None:
         with self._cond:
             self._frames_read += 1
-            self._rate.tick(time.monotonic())
+            self._rate.add(time.monotonic())
             self.size = (shape[1], shape[0])
 
     def _count_drop(self, error: str) -> None:
@@ -509,28 +510,6 @@ class _LiveSource(Source):
             timestamp = time.monotonic() - self._opened_at
             self._pending = Frame(self._frames_read - 1, timestamp, image)
             self._cond.notify_all()
-
-
-class _RateMeter:
-    """Events per second over a sliding window of recent events."""
-
-    def __init__(self, window_s: float = 2.0) -> None:
-        self._window_s = window_s
-        self._times: deque[float] = deque()
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-        self._forget_before(now - self._window_s)
-
-    def rate(self, now: float) -> float:
-        self._forget_before(now - self._window_s)
-        if len(self._times) < 2:
-            return 0.0
-        return (len(self._times) - 1) / max(self._times[-1] - self._times[0], 1e-9)
-
-    def _forget_before(self, limit: float) -> None:
-        while self._times and self._times[0] < limit:
-            self._times.popleft()
 
 
 def _image_paths(path: Path) -> list[Path]:

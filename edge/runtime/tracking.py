@@ -5,7 +5,7 @@ first missed frame (both timeouts are 0), and both trackers start tracks only ab
 0.6-0.7 confidence, while a person detector thresholded at 0.3 gives most people
 0.35-0.6. So the trackers here keep a lost track for a time given in seconds (less
 near the frame's edges, where people leave the view) and start tracks at the
-detector's own threshold. No ReID model is used, nothing is downloaded, and only
+detector's own threshold, passed with each frame. No ReID model is used, nothing is downloaded, and only
 torch (CPU) is needed, not torchvision.
 """
 
@@ -102,9 +102,9 @@ class Tracker:
     name : str
         The tracker's name, one of :data:`TRACKERS`.
     backend : object
-        The BoxMOT tracker instance.
+        The BoxMOT tracker instance, this stream's own.
     conf_th : float
-        The confidence above which its detections start tracks.
+        The confidence above which its detections start tracks, until a frame brings another.
     """
 
     def __init__(self, name: str, backend: Any, conf_th: float) -> None:
@@ -112,22 +112,15 @@ class Tracker:
         self._backend = backend
         self._conf_th = conf_th
 
-    @property
-    def conf_th(self) -> float:
-        """The confidence above which detections start tracks; set it to follow the detector's."""
-        return self._conf_th
-
-    @conf_th.setter
-    def conf_th(self, value: float) -> None:
-        if value == self._conf_th:
-            return
-        # BoxMOT reads these attributes at every update; det_thresh is its base class's
-        # copy of the start threshold, which ByteTrack starts tracks with.
-        for key, threshold in {**_THRESHOLDS[self.name](value), "det_thresh": value}.items():
+    def _start_tracks_at(self, conf_th: float) -> None:
+        # BoxMOT has no per-update thresholds: it reads these attributes of its own
+        # instance at every update (det_thresh is its base class's copy of the start
+        # threshold, which ByteTrack starts tracks with). The instance is this stream's.
+        for key, threshold in {**_THRESHOLDS[self.name](conf_th), "det_thresh": conf_th}.items():
             setattr(self._backend, key, threshold)
-        self._conf_th = value
+        self._conf_th = conf_th
 
-    def update(self, dets: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    def update(self, dets: np.ndarray, frame: np.ndarray, conf_th: float | None = None) -> np.ndarray:
         """Advance the tracker by one frame.
 
         Parameters
@@ -137,6 +130,10 @@ class Tracker:
             pixels; any empty array means no detections.
         frame : numpy.ndarray
             The BGR frame the detections come from.
+        conf_th : float, optional
+            This frame's detector threshold: detections above it start tracks (keep it
+            the detector's, or detections between the two never get a track). None
+            keeps the previous frame's.
 
         Returns
         -------
@@ -145,6 +142,8 @@ class Tracker:
             for the tracks matched in this frame, where ``det_ind`` indexes ``dets``;
             ``(0, 8)`` when there are none.
         """
+        if conf_th is not None and conf_th != self._conf_th:
+            self._start_tracks_at(conf_th)
         dets = np.asarray(dets, dtype=np.float32)
         tracks = self._backend.update(dets if dets.size else _NO_DETECTIONS, frame)
         return np.asarray(tracks, dtype=np.float64).reshape(-1, 8)
@@ -165,9 +164,8 @@ def make_tracker(
     frame_size : tuple of int
         ``(width, height)`` of the frames in pixels.
     conf_th : float, optional
-        The detector's confidence threshold: detections above it start tracks. Keep it
-        equal to the detector's, or detections between the two never get a track
-        (:class:`~edge.runtime.pipeline.Pipeline` keeps :attr:`Tracker.conf_th` in step).
+        The detector's confidence threshold at the start; each :meth:`Tracker.update`
+        brings that of its frame.
 
     Returns
     -------

@@ -26,6 +26,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -65,6 +66,22 @@ class Classifier(Protocol):
             For each crop, attribute name -> label (see :mod:`edge.schema`).
         """
         ...
+
+
+class AttributeLink(ABC):
+    """A stream's way to the attribute process; neither call ever blocks.
+
+    The :class:`AttributeWorker` is one (``edge run``: one stream, one process); a
+    channel of the service's shared process is another.
+    """
+
+    @abstractmethod
+    def submit(self, track_id: int, crop: np.ndarray) -> bool:
+        """Queue a track's crop; return False when an older request had to be dropped for it."""
+
+    @abstractmethod
+    def poll(self) -> list[tuple[int, dict[str, str]]]:
+        """Return the answers that have arrived, as ``(track_id, attributes)``."""
 
 
 def _with_schema(attributes: dict[str, str]) -> dict[str, str]:
@@ -252,7 +269,7 @@ class _Child:
         self._answers.close()
 
 
-class AttributeWorker:
+class AttributeWorker(AttributeLink):
     """Supervise the attribute process: submit crops, poll answers, never wait.
 
     Parameters

@@ -38,9 +38,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from edge.runtime.jobs import CapacityExceeded, JobConflict, JobNotFound
 from edge.runtime.sources import SourceError
 from edge.service import metrics, validation
+from edge.service.jobs import CapacityExceeded, JobConflict, JobNotFound
 from edge.service.state import Service
 from edge.service.validation import RequestError
 

@@ -16,10 +16,12 @@ from types import FrameType
 
 from waitress.server import create_server
 
-from edge.config import ConfigError, ServiceConfig
-from edge.runtime.tracking import TRACKERS
+from edge.bundle import BundleError, load_bundle
+from edge.runtime.backends.base import BackendError
+from edge.runtime.models import model_options
 from edge.service.app import create_app
 from edge.service.state import Service
+from edge.settings import ConfigError, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +45,41 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def serve(config: ServiceConfig) -> int:
+def check_backend_options(config: ServiceSettings) -> None:
+    """Refuse backend options that the bundle's backends do not take, before serving.
+
+    A bundle that cannot be read is left to the background load, which the service
+    reports on ``/ready``; only the options are judged here.
+
+    Raises
+    ------
+    ConfigError
+        Naming the table and the option.
+    """
+    try:
+        bundle = load_bundle(config.bundle, verify_hashes=False)
+    except BundleError:
+        return
+    tables = {"detector": ("backend/detector", config.detector_options()),
+              "attributes": ("attributes", config.attributes)}
+    for task, (where, options) in tables.items():
+        if task in bundle.manifest.get("models", {}):
+            try:
+                model_options(bundle, task, options=options)
+            except BackendError as e:
+                raise ConfigError(f"{where}: {e}") from None
+
+
+def serve(config: ServiceSettings) -> int:
     """Serve until SIGTERM or SIGINT; return the exit status.
 
     Raises
     ------
     ConfigError
-        For settings that cannot work (an unknown tracker, bad source options).
+        For settings that cannot work (backend options the bundle's backends do not
+        take, bad source options).
     """
-    if config.runtime.tracker not in TRACKERS:
-        raise ConfigError(f"runtime.tracker {config.runtime.tracker!r}: known are {', '.join(TRACKERS)}")
+    check_backend_options(config)
     if not _is_loopback(config.host) and not config.token:
         logger.warning("listening on %s without a token: whoever reaches it controls it", config.host)
     service = Service(config)

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from edge.bundle import BundleError
-from edge.config import ConfigError, ServiceConfig
 from edge.runtime.backends.base import BackendError
 from edge.runtime.device import DeviceMonitor
-from edge.runtime.jobs import Camera, Job, JobManager
-from edge.runtime.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.runtime.models import backend_name
 from edge.runtime.sources import SourceOptions
 from edge.service import validation
+from edge.service.jobs import Camera, Job, JobManager
+from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.service.validation import RequestError
+from edge.settings import ConfigError, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ _LOAD_ERRORS = (BundleError, BackendError, OSError, ValueError)
 """What a bad bundle raises; anything else from a load is logged with its traceback."""
 
 
-def source_options(config: ServiceConfig) -> SourceOptions:
+def source_options(config: ServiceSettings) -> SourceOptions:
     """Build the configuration's ``source`` table into source options.
 
     Raises
@@ -78,10 +78,10 @@ class Service:
 
     Parameters
     ----------
-    config : ServiceConfig
+    config : ServiceSettings
     """
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceSettings) -> None:
         self.config = config
         self.device = DeviceMonitor()
         self.settings = LiveSettings(config.runtime)
@@ -97,7 +97,6 @@ class Service:
         # /ready after a restart finds its jobs.
         self._resumed = threading.Event()
         self._reload_lock = threading.Lock()
-        self._change_lock = threading.Lock()  # a reload's swap and a live change must not interleave
 
     # Models.
 
@@ -105,17 +104,14 @@ class Service:
         """Load the bundle (at start, in the background), then resume remembered jobs."""
         try:
             models = load_models(
-                Path(self.config.bundle), self.settings, self.config.backend,
-                selftest=self.config.selftest_on_start,
+                Path(self.config.bundle), self.config, selftest=self.config.selftest_on_start
             )
         except Exception as e:  # the service stays up and says why it is not ready
             self._load_error = str(e)
             logger.error("cannot load the bundle: %s", e, exc_info=not isinstance(e, _LOAD_ERRORS))
             self._resumed.set()
             return
-        with self._change_lock:
-            self.settings.apply_to(models.detector)
-            self.models.replace(models)
+        self.models.replace(models)
         if models.usable:
             resumed = self.jobs.resume(self.check_camera)
             if resumed:
@@ -135,9 +131,7 @@ class Service:
             raise RequestError("a reload is in progress", 409)
         try:
             try:
-                models = load_models(
-                    Path(self.config.bundle), self.settings, self.config.backend, selftest=True
-                )
+                models = load_models(Path(self.config.bundle), self.config, selftest=True)
             except Exception as e:  # a bad bundle must not take the running one down
                 logger.error("reload failed: %s", e, exc_info=not isinstance(e, _LOAD_ERRORS))
                 raise RequestError(f"the bundle does not load; the models in use stay: {e}", 422) from None
@@ -145,9 +139,7 @@ class Service:
                 models.close()
                 problems = "; ".join(models.selftest.problems[:10]) if models.selftest else ""
                 raise RequestError(f"the bundle failed its self-test, the old models stay: {problems}", 422)
-            with self._change_lock:
-                self.settings.apply_to(models.detector)
-                self.models.replace(models)
+            self.models.replace(models)
             self._load_error = None
             logger.info("reloaded %s", models.bundle.path)
             return {"reloaded": True, "bundle": bundle_summary(models)}
@@ -194,14 +186,10 @@ class Service:
     def change_settings(self, body: Any) -> dict[str, float]:
         """Change thresholds live; return the live settings now."""
         changes = validation.config_change(body)
-        with self._change_lock:
-            try:
-                values = self.settings.update(changes)
-            except ConfigError as e:
-                raise RequestError(str(e)) from None
-            models = self.models.current
-            if models is not None:
-                self.settings.apply_to(models.detector)
+        try:
+            values = self.settings.update(changes)
+        except ConfigError as e:
+            raise RequestError(str(e)) from None
         logger.info("settings changed: %s", changes)
         return values
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from edge.runtime.jobs import JOB_ID, Camera
-from edge.runtime.live import LIVE_KEYS
 from edge.runtime.sources import LIVE_SCHEMES, TRANSPORTS
+from edge.service.jobs import JOB_ID, Camera
+from edge.settings import LIVE_KEYS
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = 2048
@@ -222,7 +222,7 @@ def _end_time(value: Any, now: float) -> float:
 def config_change(body: Any) -> dict[str, float]:
     """Check a ``PATCH /api/config`` body: some of :data:`~edge.runtime.live.LIVE_KEYS`.
 
-    Ranges are checked by :meth:`edge.runtime.live.LiveSettings.update`.
+    Ranges are checked by :meth:`edge.service.live.LiveSettings.update`.
     """
     fields = _object(body, "the body", required=(), optional=LIVE_KEYS)
     if not fields:

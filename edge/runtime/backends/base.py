@@ -5,6 +5,8 @@ post-processing belong to the models (``detector.py``, ``attributes.py``), so wh
 verified on one backend holds for the others. Each backend lives in its own module of
 this package, has a small typed options dataclass, and registers itself under the
 model format it runs (the manifest's ``format``), so a new board is one new file.
+Options are pydantic models (:class:`BackendOptions`): an unknown or mistyped option is
+refused with its name, at start (:func:`check_options`) as when a model is opened.
 A model entry may name another registered backend in its ``backend`` field: the
 Jetson bundles ship an INT8 ONNX with ``"backend": "tensorrt"``, so that TensorRT,
 not onnxruntime, runs it (see :func:`edge.runtime.models.backend_name`).
@@ -17,11 +19,12 @@ import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class BackendError(Exception):
@@ -37,14 +40,20 @@ class TensorSpec:
     dtype: str
 
 
+class BackendOptions(BaseModel):
+    """The base of every backend's options: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class Backend(ABC):
     """Run one model file on one accelerator.
 
-    Subclasses set ``Options`` to a dataclass of their settings and are registered
-    with :func:`register`.
+    Subclasses set ``Options`` to a :class:`BackendOptions` model of their settings and
+    are registered with :func:`register`.
     """
 
-    Options: ClassVar[type] = object
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -129,6 +138,36 @@ def backend_class(model_format: str) -> type[Backend]:
     return cls
 
 
+def option_names() -> set[str]:
+    """Return every option name some registered backend takes."""
+    _discover()
+    return {name for cls in _REGISTRY.values() for name in cls.Options.model_fields}
+
+
+def check_options(model_format: str, options: Mapping[str, Any] | None) -> BackendOptions:
+    """Return the typed options of the backend that runs ``model_format``.
+
+    Raises
+    ------
+    BackendError
+        For an unknown backend, an option it does not take or a bad value, named.
+    """
+    cls = backend_class(model_format)
+    known = set(cls.Options.model_fields)
+    unknown = set(options or {}) - known
+    if unknown:
+        raise BackendError(
+            f"{cls.__name__} has no option {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    try:
+        return cls.Options.model_validate(dict(options or {}))
+    except ValidationError as e:
+        from edge.settings import describe
+
+        raise BackendError(f"{cls.__name__} options: {describe(e)}") from None
+
+
 def open_backend(
     path: Path, model_format: str, options: Mapping[str, Any] | None = None
 ) -> Backend:
@@ -148,12 +187,5 @@ def open_backend(
     BackendError
         For an unknown format, unknown options, or a file the backend cannot load.
     """
-    cls = backend_class(model_format)
-    known = {f.name for f in fields(cls.Options)}
-    unknown = set(options or {}) - known
-    if unknown:
-        raise BackendError(
-            f"{cls.__name__} has no option {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    return cls(Path(path), cls.Options(**(options or {})))
+    typed = check_options(model_format, options)
+    return backend_class(model_format)(Path(path), typed)

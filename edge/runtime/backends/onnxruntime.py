@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.runtime.backends.base import Backend, BackendError, TensorSpec, register
+from edge.runtime.backends.base import Backend, BackendError, BackendOptions, TensorSpec, register
 
 # onnxruntime names tensor types "tensor(float)"; the runtime speaks numpy dtypes.
 _ORT_DTYPES = {
@@ -20,8 +19,7 @@ _ORT_DTYPES = {
 }
 
 
-@dataclass(frozen=True)
-class OnnxRuntimeOptions:
+class OnnxRuntimeOptions(BackendOptions):
     """Settings of the onnxruntime backend.
 
     Attributes

@@ -21,13 +21,12 @@ import itertools
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.runtime.backends.base import Backend, BackendError, TensorSpec, register
+from edge.runtime.backends.base import Backend, BackendError, BackendOptions, TensorSpec, register
 from edge.runtime.device import soc
 
 NPU_CORES = {"rk3588": 3, "rk3576": 2, "rk3568": 1, "rk3566": 1, "rk3562": 1}
@@ -37,8 +36,7 @@ _CORE_MASKS = ("NPU_CORE_0", "NPU_CORE_1", "NPU_CORE_2")
 """RKNNLite's names of the one-core masks, core 0 first."""
 
 
-@dataclass(frozen=True)
-class RknnLiteOptions:
+class RknnLiteOptions(BackendOptions):
     """Settings of the RKNNLite backend.
 
     Attributes

@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,12 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import sha256_file
-from edge.runtime.backends.base import Backend, BackendError, TensorSpec, register
+from edge.runtime.backends.base import Backend, BackendError, BackendOptions, TensorSpec, register
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TensorRtOptions:
+class TensorRtOptions(BackendOptions):
     """Settings of the TensorRT backend.
 
     Attributes
@@ -260,7 +258,7 @@ class TensorRtBackend(Backend):
             "onnx_sha256": sha256_file(onnx),
             "gpu": gpu.name(),
             "compute_capability": list(gpu.compute_capability()),
-            "options": {k: v for k, v in asdict(options).items() if k not in ("device", "cache_dir")},
+            "options": {k: v for k, v in options.model_dump().items() if k not in ("device", "cache_dir")},
         }
         cache = EngineCache(onnx, Path(options.cache_dir) if options.cache_dir else None)
         build = partial(build_engine, trt, onnx, options, self._logger)

@@ -2,14 +2,16 @@
 
 A model file is accepted when it starts with ``b"RKNN"``. Inference returns two outputs:
 the first input element (so a test can tell which frame an output belongs to) and the
-core mask that ran it. Class attributes let a test slow or hold cores, or make steps fail;
-``made`` lists every instance, released or not.
+core mask that ran it, unless a test gives ``compute`` (say, the real model on the CPU).
+Class attributes let a test slow or hold cores, or make steps fail; ``made`` lists every
+instance, released or not; ``peak`` is the most inferences that ran at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -32,10 +34,22 @@ class RKNNLite:
     init_failures: ClassVar[set[int]] = set()
     """Core masks whose init_runtime fails."""
     fail_inference: ClassVar[bool] = False
+    compute: ClassVar[Callable[[list[np.ndarray]], list[np.ndarray]] | None] = None
+    """What inference returns for its inputs, instead of the first element and the core mask."""
+    running: ClassVar[int] = 0
+    peak: ClassVar[int] = 0
+    _count_lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def reset(cls) -> None:
         cls.made, cls.delays, cls.gates, cls.init_failures, cls.fail_inference = [], {}, {}, set(), False
+        cls.compute, cls.running, cls.peak = None, 0, 0
+
+    @classmethod
+    def _count(cls, step: int) -> None:
+        with cls._count_lock:
+            cls.running += step
+            cls.peak = max(cls.peak, cls.running)
 
     def __init__(self, verbose: bool = False, verbose_file: str | None = None) -> None:
         self.path: str | None = None
@@ -70,6 +84,7 @@ class RKNNLite:
             raise RuntimeError("inference on a runtime that is not initialised")
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("two threads in one RKNNLite runtime at once")
+        RKNNLite._count(1)
         try:
             self.calls += 1
             self.threads.add(threading.get_ident())
@@ -79,9 +94,12 @@ class RKNNLite:
                 self.gates[self.core_mask].wait()
             if self.fail_inference:
                 return None
+            if RKNNLite.compute is not None:
+                return RKNNLite.compute(inputs)
             first = float(np.asarray(inputs[0]).reshape(-1)[0])
             return [np.array([first], np.float32), np.array([self.core_mask], np.int32)]
         finally:
+            RKNNLite._count(-1)
             self._busy.release()
 
     def release(self) -> None:

@@ -1,8 +1,8 @@
-"""What running streams share and an operator may change under them: models and thresholds.
+"""What running streams share and an operator may change under them: models and settings.
 
-- :class:`LiveSettings`: the runtime settings, of which ``conf_th``, ``iou_th``,
-  ``score_th_capture`` and ``min_live_seconds`` change live. The send policy's
-  settings are one shared object that every stream's policy reads at each frame.
+- :class:`LiveSettings`: the current settings snapshot (frozen); a change of the live
+  keys (``PATCH /api/config``) replaces it whole, and each stream reads the snapshot
+  once per frame, so no stream ever sees half a change.
 - :class:`ModelSet`: a loaded bundle (detector, shared attribute process, the
   self-test's outcome).
 - :class:`ModelHolder`: the current model set, replaced on reload without stopping
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -22,22 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from edge.bundle import Bundle, load_bundle
-from edge.config import ConfigError, RuntimeSettings
-from edge.runtime.attribute_hub import AttributeHub
 from edge.runtime.detector import Detector
-from edge.runtime.golden import GoldenReport
-from edge.runtime.policy import PolicySettings
-from edge.runtime.runner import load_detector, policy_settings, start_worker
-from edge.runtime.selftest import run_selftest
+from edge.runtime.golden import GoldenReport, run_selftest
+from edge.runtime.models import load_detector, model_options, start_attribute_worker
+from edge.service.attribute_hub import AttributeHub
+from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-LIVE_KEYS = ("conf_th", "iou_th", "score_th_capture", "min_live_seconds")
-"""The settings that change while streams run."""
-
 
 class LiveSettings:
-    """The runtime settings of a service, four of them changeable while streams run.
+    """The service's runtime settings, of which :data:`~edge.settings.LIVE_KEYS` change live.
 
     Parameters
     ----------
@@ -46,12 +40,16 @@ class LiveSettings:
     """
 
     def __init__(self, settings: RuntimeSettings) -> None:
-        self.runtime = settings
-        self.policy: PolicySettings = policy_settings(settings)
+        self._current = settings
         self._lock = threading.Lock()
 
+    @property
+    def current(self) -> RuntimeSettings:
+        """The snapshot a frame should use now."""
+        return self._current
+
     def update(self, changes: Mapping[str, float]) -> dict[str, float]:
-        """Validate and apply changes to :data:`LIVE_KEYS`; return their values now.
+        """Validate changes to the live keys and apply them together; return their values now.
 
         Raises
         ------
@@ -64,25 +62,13 @@ class LiveSettings:
                 f"cannot change {', '.join(sorted(unknown))} live (only {', '.join(LIVE_KEYS)})"
             )
         with self._lock:
-            # Building both objects runs their validation before anything changes.
-            merged = RuntimeSettings.from_mapping({**dataclasses.asdict(self.runtime), **changes})
-            try:
-                policy = policy_settings(merged)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            for key in changes:
-                setattr(self.runtime, key, getattr(merged, key))
-            for field in dataclasses.fields(PolicySettings):
-                setattr(self.policy, field.name, getattr(policy, field.name))
+            self._current = self._current.changed(changes)
             return self.values()
 
     def values(self) -> dict[str, float]:
         """Return the live settings' current values."""
-        return {key: getattr(self.runtime, key) for key in LIVE_KEYS}
-
-    def apply_to(self, detector: Detector) -> None:
-        """Give a detector the current thresholds."""
-        detector.conf_th, detector.iou_th = self.runtime.conf_th, self.runtime.iou_th
+        current = self._current
+        return {key: getattr(current, key) for key in LIVE_KEYS}
 
 
 @dataclass
@@ -121,36 +107,37 @@ class ModelSet:
         self.detector.backend.close()
 
 
-def load_models(
-    bundle_dir: Path,
-    settings: LiveSettings,
-    backend_options: Mapping[str, Any],
-    *,
-    selftest: bool = True,
-) -> ModelSet:
+def load_models(bundle_dir: Path, settings: ServiceSettings, *, selftest: bool = True) -> ModelSet:
     """Load a bundle, self-test it, and start its attribute process if the test passed.
 
     Raises
     ------
     BundleError, BackendError
-        When the bundle or a model cannot be loaded; nothing is left running.
+        When the bundle or a model cannot be loaded, or an option does not suit its
+        backend; nothing is left running.
     """
     bundle = load_bundle(bundle_dir)
-    detector = load_detector(bundle, settings.runtime, dict(backend_options))
+    runtime = settings.runtime
+    attribute_options = _attribute_options(bundle, settings)
+    detector = load_detector(bundle, model_options(bundle, "detector", options=settings.detector_options()))
     try:
         report = None
         if selftest:
-            report = run_selftest(bundle, detector, attribute_threads=settings.runtime.attribute_threads)
+            report = run_selftest(bundle, detector, attribute_options=attribute_options)
             logger.info("self-test of %s: %s", bundle.path, "passed" if report.ok else report.problems)
-        settings.apply_to(detector)  # the self-test moves the threshold while it runs
         hub = None
-        if report is None or report.ok:
-            worker = start_worker(bundle, settings.runtime)
-            hub = AttributeHub(worker) if worker is not None else None
+        if runtime.attributes and (report is None or report.ok):
+            hub = AttributeHub(start_attribute_worker(bundle, attribute_options))
     except BaseException:
         detector.backend.close()
         raise
     return ModelSet(bundle, detector, hub, report, time.time())
+
+
+def _attribute_options(bundle: Bundle, settings: ServiceSettings) -> dict[str, Any] | None:
+    if "attributes" not in bundle.manifest["models"]:
+        return None
+    return model_options(bundle, "attributes", settings.runtime.attribute_threads, settings.attributes)
 
 
 class ModelHolder:

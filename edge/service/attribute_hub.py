@@ -6,8 +6,8 @@ its requests carry the channel's number in the id's upper bits, and a poller thr
 hands every answer to the channel it came from. The poller also keeps the attribute
 process alive (the worker restarts a dead one when polled) while no stream runs.
 
-A channel has the ``submit``/``poll`` pair of the worker, so a
-:class:`~edge.runtime.pipeline.Pipeline` takes one in the worker's place.
+A channel is an :class:`~edge.runtime.worker.AttributeLink`, as the worker is, so a
+stream's :class:`~edge.runtime.pipeline.Pipeline` takes one in the worker's place.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.runtime.worker import AttributeWorker
+from edge.runtime.worker import AttributeLink, AttributeWorker
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _TRACK_BITS = 32
 """Track ids below 2**32 travel unchanged in the low bits of a request's id."""
 
 
-class Channel:
+class Channel(AttributeLink):
     """One stream's way to the shared attribute process; never blocks."""
 
     def __init__(self, hub: AttributeHub, number: int) -> None:

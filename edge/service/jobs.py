@@ -2,12 +2,9 @@
 
 A job is the original system's unit of work: camera URLs and a Unix time at which the
 analysis ends (SPEC.md, "The HTTP API"). Each camera becomes a
-:class:`~edge.runtime.stream.StreamRunner` in its own thread. A job ends when its end
+:class:`~edge.service.streams.StreamRunner` in its own thread, and every frame's record
+goes to the job's :class:`~edge.service.results.ResultLog`. A job ends when its end
 time passes, when every stream has ended (a file played out), or when it is stopped.
-
-Every frame's record goes to ``<results_dir>/<job>/<start>.jsonl``, one JSON object a
-line, flushed at once, so nothing is lost when no one polls; the last records are also
-kept in memory, numbered (``seq``), for the API to page through.
 
 Jobs still running when the service stops are remembered in
 ``<results_dir>/active-jobs.json`` and started again, with fresh result files, when
@@ -22,17 +19,17 @@ import logging
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from edge.bundle import write_json_atomic
-from edge.runtime.live import LiveSettings, ModelHolder
 from edge.runtime.sources import Source, SourceOptions, open_source
-from edge.runtime.stream import StreamRunner
+from edge.service.live import LiveSettings, ModelHolder
+from edge.service.results import ResultLog
+from edge.service.streams import StreamRunner
 
 logger = logging.getLogger(__name__)
 
@@ -75,112 +72,6 @@ class Camera:
         """Return the service's source options with this camera's own on top."""
         own = {k: v for k, v in (("transport", self.transport), ("realtime", self.realtime)) if v is not None}
         return dataclasses.replace(defaults, **own)
-
-
-class _Kept(NamedTuple):
-    """A record kept in memory: what pages filter on, and its JSON line."""
-
-    seq: int
-    stream: int
-    frame: int
-    wall: float
-    line: str
-
-
-class ResultLog:
-    """A job's results: appended to a JSONL file and kept, the last ``keep``, in memory.
-
-    Parameters
-    ----------
-    path : Path
-        The JSONL file (created with its folder; appended to).
-    keep : int
-        How many records the memory keeps for paging.
-    """
-
-    def __init__(self, path: Path, keep: int = 2000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._file = open(path, "a")  # noqa: SIM115 - closed in close()
-        # The JSON lines, not the dicts: a dict of a crowded frame weighs ten times more.
-        self._ring: deque[_Kept] = deque(maxlen=keep)
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @property
-    def count(self) -> int:
-        """How many records were written."""
-        return self._count
-
-    def append(self, record: dict[str, Any]) -> bool:
-        """Write a record, numbered (``seq``, from 0), and keep it; False once closed."""
-        with self._lock:
-            if self._file.closed:
-                return False
-            line = json.dumps({"seq": self._count, **record})
-            self._file.write(line + "\n")
-            self._file.flush()
-            self._ring.append(_Kept(self._count, record["stream"], record["frame"], record["wall"], line))
-            self._count += 1
-            return True
-
-    def page(
-        self,
-        after: int = -1,
-        limit: int = 100,
-        stream: int | None = None,
-        from_frame: int | None = None,
-        from_time: float | None = None,
-    ) -> dict[str, Any]:
-        """Return up to ``limit`` records kept in memory, oldest first.
-
-        Parameters
-        ----------
-        after : int
-            Only records whose ``seq`` is greater (the ``next`` of the previous page).
-        limit : int
-            The most records returned.
-        stream : int, optional
-            Only this stream's records (its index in ``cameraUrls``).
-        from_frame : int, optional
-            Only records of frame numbers at least this (per stream: combine with
-            ``stream``).
-        from_time : float, optional
-            Only records processed at this Unix time or later (``wall``).
-
-        Returns
-        -------
-        dict
-            ``results``; ``next`` (the ``after`` of the next page); ``more`` (whether
-            more matching records wait); ``total`` (records written); ``oldest`` (the
-            first ``seq`` still in memory: older ones are only in ``file``); ``file``.
-        """
-        with self._lock:
-            kept = list(self._ring)
-            total = self._count
-        matching = (
-            r for r in kept
-            if r.seq > after
-            and (stream is None or r.stream == stream)
-            and (from_frame is None or r.frame >= from_frame)
-            and (from_time is None or r.wall >= from_time)
-        )
-        page = [r for r, _ in zip(matching, range(limit + 1), strict=False)]
-        more = len(page) > limit
-        page = page[:limit]
-        return {
-            "results": [json.loads(r.line) for r in page],
-            "next": page[-1].seq if page else max(after, -1),
-            "more": more,
-            "total": total,
-            "oldest": kept[0].seq if kept else None,
-            "file": str(self.path),
-        }
-
-    def close(self) -> None:
-        """Close the file; later records are dropped."""
-        with self._lock:
-            self._file.close()
 
 
 class Job:
@@ -333,7 +224,7 @@ class JobManager:
             log = ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results)
             job = Job(job_id, cameras, end_time, log)
             job.streams = [
-                StreamRunner(job_id, i, c.video, s, self._holder, self._settings, log.append, end_time)
+                StreamRunner(job_id, i, c.video, s, self._holder, self._settings, log, end_time)
                 for i, (c, s) in enumerate(zip(cameras, sources, strict=True))
             ]
             self._jobs.pop(job_id, None)  # a finished job of that id is replaced

@@ -1,0 +1,391 @@
+"""Every setting, declared once: typed with pydantic, with the defaults of SPEC.md.
+
+- :class:`PolicySettings`: when a track is sent for attributes (the send policy's rules).
+- :class:`RuntimeSettings`: what a stream runs with (thresholds, tracker, threads,
+  attributes, the policy). ``edge run``'s options are generated from it
+  (:func:`add_runtime_arguments`), and the fields marked live (:data:`LIVE_KEYS`) are
+  those ``PATCH /api/config`` may change while streams run. Instances are frozen:
+  a change makes a new snapshot, and each frame reads one.
+- :class:`ServiceSettings`: what ``edge serve`` runs with, read by
+  :func:`load_service_settings` from a YAML file and then the ``EDGE_*`` environment
+  (pydantic-settings: prefix ``EDGE_``, ``__`` between a table and its key).
+
+Errors name the setting and say what is wrong (:class:`ConfigError`), as a person
+would write them, not as pydantic lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """A setting has a wrong name, type or value."""
+
+
+def _unit_interval(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be within [0, 1], got {value}")
+    return value
+
+
+def _not_negative(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_count(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _known_tracker(name: str) -> str:
+    from edge.runtime.tracking import TRACKERS  # BoxMOT (and torch) only once a tracker is named
+
+    if name not in TRACKERS:
+        raise PydanticCustomError(UNKNOWN_CHOICE, "not one of {known}", {"known": ", ".join(TRACKERS)})
+    return name
+
+
+UNKNOWN_CHOICE = "unknown_choice"
+"""The pydantic error type of a name outside a fixed list (a tracker...)."""
+UnitInterval = Annotated[float, AfterValidator(_unit_interval)]
+Seconds = Annotated[float, AfterValidator(_not_negative)]
+Count = Annotated[int, AfterValidator(_positive_count)]
+LIVE = {"live": True}
+"""Marks a field that ``PATCH /api/config`` may change while streams run."""
+
+
+class PolicySettings(BaseModel):
+    """The rules that decide when a track is sent for attributes (SPEC.md, "The runtime").
+
+    Attributes
+    ----------
+    min_live_seconds : float
+        A track is sent only once it has lived this long since its first detection
+        (filters unstable detections).
+    score_th_capture : float
+        A track that was sent is sent again once its detection confidence has risen
+        by at least this much over the confidence at its last capture.
+    max_age_seconds : float
+        A track not seen for longer than this is forgotten.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    min_live_seconds: Seconds = Field(0.3, description="seconds a track must live before it is sent",
+                                      json_schema_extra=LIVE)
+    score_th_capture: Seconds = Field(0.2, description="re-send a track whose confidence rose this much",
+                                      json_schema_extra=LIVE)
+    max_age_seconds: Seconds = Field(5.0, description="forget the send state of tracks unseen this long")
+
+
+class RuntimeSettings(PolicySettings):
+    """What a stream runs with; ``edge run`` takes each field as an option.
+
+    Attributes
+    ----------
+    conf_th : float
+        Detector confidence threshold; trackers start tracks at it too.
+    iou_th : float
+        NMS IoU threshold.
+    tracker : str
+        ``sfsort`` or ``bytetrack``.
+    threads : int
+        Threads of the detector's backend (CPU backends).
+    attributes : bool
+        Run the attribute process.
+    attribute_threads : int
+        Threads of the attribute model's backend, in its own process.
+    retention_seconds : float
+        Forget the attributes of tracks unseen this long.
+    """
+
+    conf_th: UnitInterval = Field(0.3, description="confidence threshold", json_schema_extra=LIVE)
+    iou_th: UnitInterval = Field(0.7, description="NMS IoU threshold", json_schema_extra=LIVE)
+    tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
+        "sfsort", description="sfsort (default) or bytetrack")
+    threads: Count = Field(1, description="detector threads")
+    attributes: bool = Field(True, description="run the attribute process")
+    attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")
+    retention_seconds: Seconds = Field(60.0, description="forget the attributes of tracks unseen this long")
+
+    def changed(self, changes: Mapping[str, Any]) -> RuntimeSettings:
+        """Return a new snapshot with ``changes`` applied, all validated, or raise :class:`ConfigError`."""
+        return validated(RuntimeSettings, {**self.model_dump(), **changes})
+
+
+LIVE_KEYS: tuple[str, ...] = tuple(
+    name for name, field in RuntimeSettings.model_fields.items() if field.json_schema_extra == LIVE
+)
+"""The settings that change while streams run: ``conf_th``, ``iou_th``, ``min_live_seconds``,
+``score_th_capture``."""
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per :class:`RuntimeSettings` field: ``--conf-th``, ``--no-attributes``..."""
+    for name, field in RuntimeSettings.model_fields.items():
+        flag = name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(f"--no-{flag}", dest=name, action="store_false",
+                                help=f"do not {field.description}")
+        else:
+            kind = {int: int, float: float}.get(_base_type(field.annotation), str)
+            parser.add_argument(f"--{flag}", dest=name, type=kind, default=field.default,
+                                help=f"{field.description} ({field.default})")
+
+
+def runtime_from_arguments(args: argparse.Namespace) -> RuntimeSettings:
+    """Return the settings of :func:`add_runtime_arguments`' options, or raise :class:`ConfigError`."""
+    return validated(RuntimeSettings, {name: getattr(args, name) for name in RuntimeSettings.model_fields})
+
+
+def _base_type(annotation: Any) -> Any:
+    return getattr(annotation, "__origin__", annotation)
+
+
+class ServiceSettings(BaseSettings):
+    """What ``edge serve`` runs with: one YAML file, then ``EDGE_*`` environment overrides.
+
+    Attributes
+    ----------
+    listen : str
+        ``host:port`` to listen on; ``127.0.0.1`` unless another address is configured.
+        Port 0 takes a free port.
+    bundle : str
+        The bundle folder (holding ``manifest.json``).
+    token : str
+        Bearer token for the job and control endpoints; empty means none is needed.
+    media_root : str
+        Local video files given to jobs must lie under this folder.
+    results_dir : str
+        Where each job's results (JSONL) go.
+    results_keep_days : float
+        Result files untouched for this many days are deleted; 0 keeps them forever.
+    max_streams : int
+        The most streams running at once, over all jobs.
+    backend : dict
+        Options of the detector's backend, as its ``Options`` names them
+        (onnxruntime: ``threads``, ``providers``; RKNNLite: ``cores``, ``soc``...).
+    detector : dict
+        More options of the detector's backend, over those of ``backend``.
+    attributes : dict
+        Options of the attribute model's backend (say, its own NPU core or threads);
+        ``runtime.attribute_threads`` by default where the backend takes threads.
+    runtime : RuntimeSettings
+        Thresholds, tracker, attribute process (``threads`` belongs in ``backend``).
+    source : dict
+        How sources are opened (`edge.runtime.sources.SourceOptions` fields:
+        ``transport``, ``gstreamer``, ``realtime``, timeouts, backoff...).
+    selftest_on_start : bool
+        Run the bundle's self-test before declaring the service ready.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid", frozen=True, strict=True,
+    )
+
+    listen: str = "127.0.0.1:8000"
+    bundle: str = "models/default/cpu"
+    token: str = Field("", repr=False)
+    media_root: str = "data"
+    results_dir: str = "runs/service"
+    results_keep_days: float = 30.0
+    max_streams: int = 4
+    backend: dict[str, Any] = Field(default_factory=dict)
+    detector: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    source: dict[str, Any] = Field(default_factory=dict)
+    selftest_on_start: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        _parse_listen(listen)
+        return listen
+
+    @field_validator("results_keep_days")
+    @classmethod
+    def _keep_days(cls, days: float) -> float:
+        if not 0 <= days < 1e6:
+            raise ValueError(f"must be >= 0, got {days}")
+        return days
+
+    @field_validator("max_streams")
+    @classmethod
+    def _max_streams(cls, count: int) -> int:
+        if not 1 <= count <= 64:
+            raise ValueError(f"must be within 1..64, got {count}")
+        return count
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, token: str) -> str:
+        if not all(33 <= ord(c) <= 126 for c in token):
+            raise ValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
+        return token
+
+    @field_validator("bundle", "media_root", "results_dir")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _no_runtime_threads(cls, runtime: Any) -> Any:
+        if isinstance(runtime, Mapping) and "threads" in runtime:
+            raise ValueError(".threads: the service takes the detector's threads from backend")
+        return runtime
+
+    @field_validator("backend", "detector", "attributes")
+    @classmethod
+    def _backend_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        from edge.runtime.backends.base import option_names
+
+        unknown = sorted(set(options) - option_names())
+        if unknown:
+            raise ValueError(f": no backend has the option(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(option_names()))})")
+        return options
+
+    @property
+    def host(self) -> str:
+        """The address to listen on."""
+        return _parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port to listen on (0: any free one)."""
+        return _parse_listen(self.listen)[1]
+
+    def detector_options(self) -> dict[str, Any]:
+        """Return the detector backend's options: ``backend``, then ``detector`` over it."""
+        return {**self.backend, **self.detector}
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+_TABLES = tuple(n for n, f in ServiceSettings.model_fields.items() if _base_type(f.annotation) is dict)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reader of ``EDGE_*`` variables, over a given mapping of them."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(ServiceSettings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._environ.items()}
+
+
+def load_service_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+    """Read the service settings: the YAML file (none: defaults), then the environment.
+
+    Environment overrides: ``EDGE_LISTEN``, ``EDGE_BUNDLE``, ``EDGE_TOKEN``,
+    ``EDGE_MEDIA_ROOT``, ``EDGE_RESULTS_DIR``, ``EDGE_RESULTS_KEEP_DAYS``, ``EDGE_MAX_STREAMS``,
+    ``EDGE_SELFTEST_ON_START``, and one key of a table with a double underscore:
+    ``EDGE_RUNTIME__CONF_TH=0.4``, ``EDGE_BACKEND__THREADS=2``, ``EDGE_ATTRIBUTES__THREADS=1``,
+    ``EDGE_SOURCE__TRANSPORT=udp``. Values of the free-form tables are read as YAML scalars.
+
+    Raises
+    ------
+    ConfigError
+        For an unreadable file, bad YAML, an unknown key or ``EDGE_`` variable, or a
+        bad value; the message names it.
+    """
+    import yaml
+
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: cannot read the configuration: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the configuration must be a mapping of settings")
+    environ = {k: v for k, v in (os.environ if environ is None else environ).items() if k.startswith("EDGE_")}
+    _check_names(environ)
+    from_env = _Environment(environ)()
+    for table in set(from_env) & set(_TABLES):
+        from_env[table] = {k: yaml.safe_load(v) for k, v in from_env[table].items()}
+    merged = {**data}
+    for key, value in from_env.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    try:
+        return ServiceSettings.model_validate(merged)
+    except ValidationError as e:
+        env_names = {key: f"EDGE_{key.upper()}" for key in from_env if not isinstance(from_env[key], dict)}
+        raise ConfigError(describe(e, env_names)) from None
+
+
+def _check_names(environ: Mapping[str, str]) -> None:
+    fields = ServiceSettings.model_fields
+    for name in environ:
+        key, _, sub = name[len("EDGE_"):].lower().partition("__")
+        nested = key in _TABLES or key == "runtime"
+        known = key in fields and (bool(sub) == nested) and (
+            key != "runtime" or sub in RuntimeSettings.model_fields)
+        if not known:
+            raise ConfigError(f"{name}: unknown setting (see `edge serve --help`)")
+
+
+def validated(model: type[BaseModel], values: Mapping[str, Any]) -> Any:
+    """Build ``model`` from ``values`` or raise :class:`ConfigError` that names each problem."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as e:
+        raise ConfigError(describe(e)) from None
+
+
+_TYPE_NAMES = {"float": "float", "int": "int", "bool": "bool", "string": "str", "dict": "dict"}
+
+
+def describe(error: ValidationError, env_names: Mapping[str, str] | None = None) -> str:
+    """Turn pydantic's errors into our sentences: ``conf_th must be within [0, 1], got 2``.
+
+    ``env_names`` maps a top-level field to the environment variable its value came
+    from, so that a bad value is named as the user wrote it.
+    """
+    env_names = env_names or {}
+    unknown = [str(e["loc"][-1]) for e in error.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        return f"unknown setting(s): {', '.join(sorted(unknown))}"
+    messages = []
+    for e in error.errors():
+        loc = ".".join(str(part) for part in e["loc"])
+        kind = e["type"].split("_")[0]
+        if loc in env_names and kind in ("int", "float"):
+            messages.append(f"{env_names[loc]} must be a number ({kind}), got {e['input']!r}")
+        elif loc in env_names and kind == "bool":
+            messages.append(f"{env_names[loc]} must be true or false, got {e['input']!r}")
+        elif e["type"].endswith(("_type", "_parsing")) and kind in _TYPE_NAMES:
+            messages.append(f"{loc} must be a {_TYPE_NAMES[kind]}, got {e['input']!r}")
+        elif e["type"] == UNKNOWN_CHOICE:
+            messages.append(f"unknown {loc} {e['input']!r} (known: {e['ctx']['known']})")
+        elif e["type"] == "value_error":
+            text = str(e["ctx"]["error"])
+            messages.append(f"{loc}{'' if text[0] in '.:' else ' '}{text}" if loc else text.lstrip(".: "))
+        else:
+            messages.append(f"{loc}: {e['msg']}")
+    return "; ".join(messages)

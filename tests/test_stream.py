@@ -1,0 +1,109 @@
+"""The one stream loop: frames in flight on an NPU pool, in order; live settings per frame."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle, write_manifest
+from edge.cli import main
+from edge.runtime.backends import rknnlite
+from edge.runtime.backends.base import open_backend
+from edge.runtime.models import load_detector
+from edge.runtime.pipeline import FrameResult
+from edge.runtime.sinks import Sink
+from edge.runtime.sources import open_source
+from edge.runtime.stream import StreamLoop, StreamModels
+from edge.service.live import LiveSettings
+from edge.settings import RuntimeSettings
+
+STANDINS = Path(__file__).with_name("standins")
+FRAMES = 12
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def npu(monkeypatch, bundle_dir, tmp_path):
+    """An rk3588 bundle on the RKNNLite stand-in, whose cores run the real FP32 detector.
+
+    The stand-in takes the bundle's uint8 NHWC input as an RK NPU does and answers with
+    what the cpu bundle's ONNX answers for the same pixels, 50 ms later on each core.
+    """
+    monkeypatch.syspath_prepend(str(STANDINS))
+    from rknnlite.api import RKNNLite
+
+    RKNNLite.reset()
+    fp32 = load_bundle(bundle_dir).model("detector")
+    onnx = open_backend(bundle_dir / fp32["file"], "onnx", {"threads": 1})
+    RKNNLite.compute = lambda inputs: onnx.run([inputs[0].astype(np.float32).transpose(0, 3, 1, 2) / 255])
+    RKNNLite.delays = {mask: 0.05 for mask in (1, 2, 4)}
+    (tmp_path / "detector.rknn").write_bytes(b"RKNN stand-in model")
+    entry = {**fp32, "file": "detector.rknn", "format": "rknn",
+             "input": {**fp32["input"], "shape": [1, 640, 640, 3], "layout": "NHWC", "dtype": "uint8"}}
+    write_manifest(tmp_path, {"name": "npu", "target": "rk3588", "models": {"detector": entry}})
+    yield tmp_path, RKNNLite
+    onnx.close()
+    for name in ("rknnlite.api", "rknnlite"):
+        sys.modules.pop(name, None)
+
+
+def test_edge_run_keeps_three_frames_in_flight_on_the_npu_pool_in_order(npu, bundle_dir, clip, tmp_path):
+    npu_bundle, lite = npu
+    common = [str(clip), "--max-frames", str(FRAMES), "--no-attributes", "--no-video", "-q"]
+    assert main(["run", *common, "--bundle", str(npu_bundle), "--out", str(tmp_path / "npu"),
+                 "--backend-option", "soc=rk3588"]) == 0
+    assert lite.peak == 3, "one frame in flight on each of the three cores"
+    assert sorted(r.calls for r in lite.made) == [4, 4, 4], "frames go to the cores in turn"
+    assert main(["run", *common, "--bundle", str(bundle_dir), "--out", str(tmp_path / "cpu")]) == 0
+    on_npu, on_cpu = (lines(tmp_path / name / "detections.jsonl") for name in ("npu", "cpu"))
+    assert [r["frame"] for r in on_npu] == list(range(FRAMES))
+    assert on_npu == on_cpu, "in flight or one at a time, every frame gets its own detections and tracks"
+
+
+def test_rknn_pool_needs_no_device_tree_when_told_the_soc(npu):
+    npu_bundle, _ = npu
+    assert rknnlite.soc() is None  # this host has no Rockchip device tree
+    with pytest.raises(Exception, match="set the backend option 'cores' or 'soc'"):
+        load_detector(load_bundle(npu_bundle))
+
+
+class _Recorder(Sink):
+    """Keeps each result; after frame ``at`` it changes the live settings, as a PATCH would."""
+
+    def __init__(self, live: LiveSettings, at: int, changes: dict[str, float]) -> None:
+        self.results: list[FrameResult] = []
+        self._live, self._at, self._changes = live, at, changes
+
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
+        self.results.append(result)
+        if result.index == self._at:
+            self._live.update(self._changes)
+        return True
+
+
+def test_a_live_conf_th_reaches_detector_and_tracker_on_the_next_frame(bundle_dir, clip):
+    detector = load_detector(load_bundle(bundle_dir), {"threads": 2})
+    state = dict(vars(detector))
+    live = LiveSettings(RuntimeSettings(conf_th=0.6, attributes=False))
+    first = live.current
+    recorder = _Recorder(live, at=2, changes={"conf_th": 0.3})
+    with open_source(str(clip)) as source:
+        loop = StreamLoop(source, lambda: StreamModels(detector), lambda: live.current, [recorder])
+        loop.run(max_frames=6)
+        frames = [f.image for f, _ in zip(open_source(str(clip)), range(6), strict=False)]
+    before, after = recorder.results[:3], recorder.results[3:]
+    assert all(p.confidence > 0.6 for r in before for p in r.persons)
+    # The next frame's detections go down to 0.3, and the tracker starts tracks for them at
+    # once (at 0.6 it would start none below 0.6): the change reached both.
+    expected = detector(frames[3], conf_th=0.3)
+    assert (expected.scores <= 0.6).sum() >= 3, "the frame has persons the change lets in"
+    tracked = sorted(round(p.confidence, 4) for p in after[0].persons)
+    assert tracked == sorted(round(float(score), 4) for score in expected.scores)
+    assert first.conf_th == 0.6 and vars(detector) == state, "no object was changed under the stream"
