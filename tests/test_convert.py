@@ -6,6 +6,8 @@
   fallback, and leaves no bundle that looks valid (a previous one is removed).
 - ``edge convert --target cpu``: the INT8 Q/DQ bundle, which the runtime itself runs
   (``edge run``, the device self-test) as well as the gate measured.
+- Every target's toolchain opens with its options; bad inputs, and an RKNN target
+  without ``.venv-rknn``, stop a conversion with a clear message before any work.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from conftest import ROOT, read_frames
 
 from edge.bundle import BundleError, load_bundle
 from edge.cli import main
-from edge.config import RuntimeSettings
 from edge.convert.calibrate import load_calibration_set
 from edge.convert.gate import detector_figures
 from edge.convert.heads import zoo_output_names
-from edge.convert.targets import TARGETS
-from edge.runtime.golden import box_iou
-from edge.runtime.runner import load_detector
-from edge.runtime.selftest import run_selftest
+from edge.convert.targets import TARGETS, algorithms_by_toolchain
+from edge.convert.toolchains import rknn
+from edge.convert.toolchains.base import Request, open_toolchain
+from edge.runtime.golden import box_iou, run_selftest
+from edge.runtime.models import load_detector
 
 HELD_OUT = 4
 Converted = tuple[subprocess.CompletedProcess, Path]
@@ -220,9 +222,8 @@ def test_runtime_runs_the_cpu_bundle_as_well_as_the_gate_measured(
     """The runtime's own loader on the original frames reproduces the gate's figures."""
     names = load_calibration_set(calibration).meta["files"]["detector"]["held_out"]
     frames = read_frames(clip, [int(re.search(r"_f(\d+)", n).group(1)) for n in names])
-    fp32 = load_detector(load_bundle(bundle_dir), RuntimeSettings())
-    int8 = load_detector(load_bundle(cpu_bundle), RuntimeSettings(conf_th=0.25))
-    figures = detector_figures([fp32(f) for f in frames], [int8(f) for f in frames])
+    fp32, int8 = load_detector(load_bundle(bundle_dir)), load_detector(load_bundle(cpu_bundle))
+    figures = detector_figures([fp32(f) for f in frames], [int8(f, conf_th=0.25) for f in frames])
     gate = load_bundle(cpu_bundle).manifest["verification"]["detector"]
     assert figures.matched == gate["matched"] and figures.boxes == gate["boxes"]
     assert figures.mean_iou == pytest.approx(gate["mean_iou"], abs=1e-3)
@@ -284,4 +285,36 @@ def test_bad_inputs_stop_edge_convert_with_a_clear_message(
     assert main(["convert", "--target", "cpu", "--calibration", str(empty),
                  "--models-dir", str(tmp_path / "models")]) == 2
     assert "has no attributes calibration images" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_every_target_opens_its_toolchain() -> None:
+    request = Request("normal", 0.9995, analysis=False, progress=False)
+    toolchains = {name: target.open_toolchain(request) for name, target in TARGETS.items()}
+    assert {name: (t.format, t.runs_here()) for name, t in toolchains.items()} == {
+        **{soc: ("rknn", False) for soc in ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")},
+        "cpu": ("onnx", True), "jetson-orin": ("onnx", False),
+    }
+    assert toolchains["rk3576"].options.platform == "rk3576"
+    # TensorRT, not onnxruntime, runs the Jetson's Q/DQ ONNX: the device builds its engine.
+    onnx_entry = {"format": "onnx"}
+    assert toolchains["jetson-orin"].bundle_entry(onnx_entry) == {"format": "onnx", "backend": "tensorrt"}
+    assert toolchains["cpu"].bundle_entry(onnx_entry) == onnx_entry
+    assert algorithms_by_toolchain() == {
+        "RKNN": ("normal", "kl_divergence", "mmse"), "ONNX": ("percentile", "minmax", "entropy"),
+    }
+    with pytest.raises(ValueError, match="toolchain rknn has no option scheme"):
+        open_toolchain("rknn", {"platform": "rk3588", "scheme": "cpu"}, request)
+    with pytest.raises(ValueError, match="no toolchain 'tflite' \\(known: qdq_onnx, rknn"):
+        open_toolchain("tflite", {}, request)
+
+
+def test_rknn_target_without_its_venv_stops_before_any_work(
+    tmp_path: Path, calibration: Path, weights: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(rknn, "RKNN_PYTHON", tmp_path / "absent" / "python")
+    assert main(["convert", "--target", "rk3588", "--weights", str(weights),
+                 "--calibration", str(calibration), "--models-dir", str(tmp_path / "models")]) == 2
+    assert f"{tmp_path}/absent/python is missing: run `make venv-rknn`" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()

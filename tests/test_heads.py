@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge.convert.heads import export_head, export_stock_onnx, export_zoo_onnx, zoo_output_names
+from edge.convert.heads import export_head, export_stock_onnx, zoo_output_names
 from edge.runtime.detector import decode_dfl, decode_split, decode_stock, letterbox, to_tensor
 
 IMGSZ = 640
@@ -22,7 +22,8 @@ def session(path: Path) -> ort.InferenceSession:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("heads")
-    return export_zoo_onnx(weights, out / "zoo.onnx"), export_stock_onnx(weights, out / "stock.onnx")
+    export_head(weights, out / "zoo.onnx", "zoo")
+    return out / "zoo.onnx", export_stock_onnx(weights, out / "stock.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -94,5 +95,5 @@ def test_zoo_export_refuses_a_head_it_would_truncate(tmp_path: Path) -> None:
     # Segment is a Detect subclass whose mask outputs the zoo layout would drop.
     YOLO("yolov8n-seg.yaml").save(tmp_path / "seg.pt")
     with pytest.raises(ValueError, match="plain Detect head, got Segment"):
-        export_zoo_onnx(tmp_path / "seg.pt", tmp_path / "seg.onnx")
+        export_head(tmp_path / "seg.pt", tmp_path / "seg.onnx", "zoo")
     assert not (tmp_path / "seg.onnx").exists()

@@ -28,7 +28,7 @@ from edge.convert.quantize import (
     output_nodes,
     quantize_onnx,
 )
-from edge.convert.targets import ORT_ALGORITHMS
+from edge.convert.toolchains.qdq_onnx import QdqOnnx
 from edge.runtime.detector import to_tensor
 
 SIZE = 64
@@ -194,7 +194,7 @@ def test_layer_drift_lists_every_weight_layer_worst_first(
     assert cosines == sorted(cosines) and 0.9 < cosines[0] <= cosines[-1] <= 1.0
 
 
-@pytest.mark.parametrize("algorithm", ORT_ALGORITHMS)
+@pytest.mark.parametrize("algorithm", QdqOnnx.algorithms)
 def test_every_algorithm_calibrates_image_by_image_quietly(
     algorithm: str, fp32: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, read_frames
 
-from edge.convert.heads import export_zoo_onnx, zoo_output_names
+from edge.convert.heads import export_head, zoo_output_names
 from edge.convert.rknn import PROGRESS, parse_error_analysis, worst_first
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import Detector, Letterbox, letterbox
@@ -93,7 +93,8 @@ class Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory, weights: Path, clip: Path) -> Inputs:
     tmp = tmp_path_factory.mktemp("rknn")
-    onnx = export_zoo_onnx(weights, tmp / "zoo.onnx")
+    onnx = tmp / "zoo.onnx"
+    export_head(weights, onnx, "zoo")
     calibration = write_letterboxed(clip, CALIBRATION, tmp / "calibration")
     return Inputs(tmp, onnx, calibration, write_letterboxed(clip, HELD_OUT, tmp / "held_out"))
 

@@ -173,28 +173,6 @@ def _export_swapped(
     return strides
 
 
-def export_zoo_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
-    """Export a YOLOv8 checkpoint to an FP32 ONNX in the rknn_model_zoo head layout.
-
-    Parameters
-    ----------
-    weights
-        The Ultralytics ``.pt`` checkpoint of a detection model.
-    out
-        Where to write the ``.onnx``; its folder is created.
-    imgsz
-        Side of the square input; the input is ``images`` ``[1, 3, imgsz, imgsz]``,
-        RGB in [0, 1].
-
-    Returns
-    -------
-    Path
-        ``out``.
-    """
-    _export_swapped(weights, out, imgsz, _zoo_forward, zoo_output_names)
-    return Path(out)
-
-
 def export_split_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
     """Export a YOLOv8 checkpoint to an FP32 ONNX with boxes and scores as two outputs.
 

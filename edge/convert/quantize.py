@@ -111,6 +111,9 @@ class Scheme:
         Store biases as int32 behind a DequantizeLinear; False keeps them float.
     hybrid : bool
         This is a scheme's fallback (:func:`hybrid`).
+    backend : str
+        The runtime backend the placement is made for, which runs the model on the device
+        (:mod:`edge.runtime.backends`: ``onnx`` is onnxruntime).
     """
 
     name: str
@@ -122,6 +125,7 @@ class Scheme:
     float_input_layers: bool = True
     quantize_bias: bool = True
     hybrid: bool = False
+    backend: str = "onnx"
 
     def describe(self) -> dict[str, Any]:
         """Return the manifest's words for this scheme."""
@@ -142,9 +146,10 @@ class Scheme:
 
 SCHEMES = {
     "cpu": Scheme("cpu", "uint8", symmetric=False, weight_inputs_only=False, silu_floor=SILU_FLOOR),
-    "tensorrt": Scheme("tensorrt", "int8", symmetric=True, weight_inputs_only=True, quantize_bias=False),
+    "tensorrt": Scheme("tensorrt", "int8", symmetric=True, weight_inputs_only=True, quantize_bias=False,
+                       backend="tensorrt"),
 }
-"""The schemes by name (a target's ``scheme``)."""
+"""The schemes by name (the ``scheme`` option of a Q/DQ ONNX target)."""
 
 
 def hybrid(scheme: Scheme) -> Scheme:

@@ -1,21 +1,21 @@
-"""The conversion targets: which model format, quantizer and folder each board gets.
+"""The conversion targets: which toolchain, options and folder each board gets.
 
 ``make convert TARGET=<name>`` and ``edge convert --target <name>`` take a name of
-:data:`TARGETS`. Rockchip boards get RKNN INT8 models built by rknn-toolkit2 (in
-``.venv-rknn``); ``cpu`` and ``jetson-orin`` get INT8 ONNX models with explicit Q/DQ
-nodes made by onnxruntime's static quantization. The Jetson's TensorRT engine is built
-on the device from that ONNX (TensorRT engines are specific to the device and its
-TensorRT version), so the host ships the ONNX and the engine's build settings.
+:data:`TARGETS`. Each target names its quantization toolchain
+(:mod:`edge.convert.toolchains`) and that toolchain's options: Rockchip boards get RKNN
+INT8 models built by rknn-toolkit2 (in ``.venv-rknn``) for their platform; ``cpu`` and
+``jetson-orin`` get INT8 ONNX models with explicit Q/DQ nodes made by onnxruntime's
+static quantization, placed for onnxruntime or for TensorRT. The Jetson's TensorRT
+engine is built on the device from that ONNX (TensorRT engines are specific to the
+device and its TensorRT version), so the host ships the ONNX.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-RKNN_ALGORITHMS = ("normal", "kl_divergence", "mmse")
-"""rknn-toolkit2's ``quantized_algorithm`` values; ``normal`` (min/max) is the default."""
-ORT_ALGORITHMS = ("percentile", "minmax", "entropy")
-"""onnxruntime's calibration methods; ``percentile`` is the default (see :mod:`edge.convert.quantize`)."""
+from edge.convert.toolchains.base import Request, Toolchain, open_toolchain, toolchain_class
 
 
 @dataclass(frozen=True)
@@ -26,35 +26,30 @@ class Target:
     ----------
     name : str
         The ``TARGET`` name.
-    format : str
-        The bundle's model format: ``rknn`` or ``onnx``.
-    backend : str
-        The runtime backend that runs it on the device: ``rknn`` (RKNNLite), ``onnx``
-        (onnxruntime) or ``tensorrt`` (an engine the device builds from the ONNX).
+    toolchain : str
+        The registered toolchain that quantizes its models (``rknn``, ``qdq_onnx``).
     platform : str
-        rknn-toolkit2's ``target_platform`` for RKNN targets; the device's name otherwise.
+        The board's platform, as the manifest names it (the SoC for Rockchip boards).
     npu_cores : int
         NPU cores of the SoC (one RKNNLite instance each); 0 without an NPU.
     folder : str
         The bundle's folder under ``models/<bundle>/``. The ``cpu`` INT8 bundle lives in
         ``cpu-int8`` because ``cpu`` holds the FP32 bundle of ``make models``.
-    scheme : str
-        How the model is quantized: ``rknn``, or an onnxruntime Q/DQ scheme of
-        :mod:`edge.convert.quantize` (``cpu`` or ``tensorrt``).
+    options : dict
+        The toolchain's options (the fields of its ``Options``).
     """
 
     name: str
-    format: str
-    backend: str
+    toolchain: str
     platform: str
     npu_cores: int
     folder: str
-    scheme: str
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def algorithms(self) -> tuple[str, ...]:
         """The quantization algorithms this target accepts, the default first."""
-        return RKNN_ALGORITHMS if self.format == "rknn" else ORT_ALGORITHMS
+        return toolchain_class(self.toolchain).algorithms
 
     def algorithm(self, name: str | None) -> str:
         """Return ``name``, or the default algorithm when None.
@@ -73,9 +68,13 @@ class Target:
             )
         return name
 
+    def open_toolchain(self, request: Request) -> Toolchain:
+        """Return this target's toolchain, with its options, for one conversion."""
+        return open_toolchain(self.toolchain, self.options, request)
+
 
 def _rockchip(soc: str, npu_cores: int) -> Target:
-    return Target(soc, "rknn", "rknn", soc, npu_cores, soc, "rknn")
+    return Target(soc, "rknn", soc, npu_cores, soc, {"platform": soc})
 
 
 TARGETS: dict[str, Target] = {
@@ -86,8 +85,8 @@ TARGETS: dict[str, Target] = {
         _rockchip("rk3568", 1),
         _rockchip("rk3566", 1),
         _rockchip("rk3562", 1),
-        Target("cpu", "onnx", "onnx", "cpu", 0, "cpu-int8", "cpu"),
-        Target("jetson-orin", "onnx", "tensorrt", "jetson-orin", 0, "jetson-orin", "tensorrt"),
+        Target("cpu", "qdq_onnx", "cpu", 0, "cpu-int8", {"scheme": "cpu"}),
+        Target("jetson-orin", "qdq_onnx", "jetson-orin", 0, "jetson-orin", {"scheme": "tensorrt"}),
     )
 }
 """Every target, by name."""
@@ -105,3 +104,11 @@ def get_target(name: str) -> Target:
         return TARGETS[name]
     except KeyError:
         raise ValueError(f"unknown target {name!r} (known: {', '.join(TARGETS)})") from None
+
+
+def algorithms_by_toolchain() -> dict[str, tuple[str, ...]]:
+    """Return each toolchain's algorithms, the default first, by its label (``RKNN``, ``ONNX``).
+
+    In the order the targets name the toolchains, for ``edge convert --help``.
+    """
+    return {cls.label: cls.algorithms for cls in (toolchain_class(t.toolchain) for t in TARGETS.values())}

@@ -1,0 +1,1 @@
+"""Quantization toolchains, one module each, behind :mod:`edge.convert.toolchains.base`."""
