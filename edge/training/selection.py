@@ -1,0 +1,136 @@
+"""Which crops of a track are worth annotating: large, confident, whole, spaced in time, new.
+
+A detection of a track is a *candidate* when its confidence is at least ``min_score``,
+its box is at least ``min_height`` pixels tall and it keeps ``edge_margin`` pixels from
+every border of the frame (a person cut by the frame edge shows half the clothes).
+Candidates are ranked by confidence times height (in pixels); a track keeps up to
+``crops_per_track`` of them, best first, each at least ``min_gap_seconds`` from the
+others, and skips a candidate that is a near-duplicate (:mod:`edge.training.duplicates`)
+of a crop already kept anywhere in the dataset, handing its place to the next one.
+
+While a track lives, one candidate is held per half ``min_gap_seconds`` of its life
+(the best one), and at most :data:`MAX_HELD` of them, so memory stays bounded on a
+long stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.training.duplicates import DuplicateIndex
+
+MAX_HELD = 100
+"""Candidates held per live track at most (the worst is dropped beyond)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How crops are collected.
+
+    Attributes
+    ----------
+    tracker : str
+        The tracker (``sfsort`` or ``bytetrack``).
+    conf_th : float
+        The detector's threshold, where tracks start.
+    min_score : float
+        Least confidence of a kept crop.
+    min_height : int
+        Least height of a kept crop, in frame pixels. 64 px: the smallest at which a
+        person's clothing colours, bag and headwear still cover several pixels each
+        (PETA's images go down to 39 px; the persons of the default clip are 76 px tall
+        at the median).
+    crops_per_track : int
+        Crops a track keeps at most.
+    min_gap_seconds : float
+        Least time between two crops of a track.
+    edge_margin : int
+        Boxes closer than this to a border of the frame (pixels) count as cut by it.
+    max_hash_distance : int
+        Near-duplicates: perceptual hashes at most this many bits (of 64) apart.
+    """
+
+    tracker: str = "sfsort"
+    conf_th: float = 0.3
+    min_score: float = 0.5
+    min_height: int = 64
+    crops_per_track: int = 3
+    min_gap_seconds: float = 1.0
+    edge_margin: int = 2
+    max_hash_distance: int = 6
+
+    def __post_init__(self) -> None:
+        for name in ("crops_per_track", "min_height"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("conf_th", "min_score"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be within (0, 1), got {getattr(self, name)}")
+        for name in ("min_gap_seconds", "edge_margin", "max_hash_distance"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One detection of a track that may become a crop of the dataset."""
+
+    frame: int
+    timestamp: float
+    box: tuple[float, float, float, float]
+    score: float
+    crop: np.ndarray
+    hash: int
+
+    @property
+    def quality(self) -> float:
+        """Confidence times height: bigger and surer first."""
+        return self.score * (self.box[3] - self.box[1])
+
+
+def acceptable(box: np.ndarray, score: float, frame_size: tuple[int, int], recipe: Recipe) -> bool:
+    """Say whether a detection may be a candidate: confident, tall, not cut by the frame."""
+    width, height = frame_size
+    m = recipe.edge_margin
+    inside = box[0] >= m and box[1] >= m and box[2] <= width - m and box[3] <= height - m
+    return bool(score >= recipe.min_score and box[3] - box[1] >= recipe.min_height and inside)
+
+
+@dataclass
+class TrackCandidates:
+    """The candidates held for one live track, one per time slot, the best of each."""
+
+    slot_seconds: float
+    last_seen: float = 0.0
+    held: dict[int, Candidate] = field(default_factory=dict)
+
+    def offer(self, candidate: Candidate) -> None:
+        """Hold a candidate if it is the best of its time slot so far."""
+        slot = int(candidate.timestamp // self.slot_seconds) if self.slot_seconds > 0 else candidate.frame
+        if slot not in self.held or candidate.quality > self.held[slot].quality:
+            self.held[slot] = candidate
+        if len(self.held) > MAX_HELD:
+            worst = min(self.held, key=lambda s: self.held[s].quality)
+            del self.held[worst]
+
+
+def choose(candidates: list[Candidate], recipe: Recipe, index: DuplicateIndex) -> tuple[list[Candidate], int]:
+    """Pick a track's crops; return them (in time order) and how many near-duplicates were skipped.
+
+    Kept crops are added to ``index``, so later tracks are checked against them.
+    """
+    kept: list[Candidate] = []
+    duplicates = 0
+    for candidate in sorted(candidates, key=lambda c: (-c.quality, c.frame)):
+        if len(kept) == recipe.crops_per_track:
+            break
+        if any(abs(candidate.timestamp - k.timestamp) < recipe.min_gap_seconds for k in kept):
+            continue
+        if index.is_duplicate(candidate.hash):
+            duplicates += 1
+            continue
+        kept.append(candidate)
+        index.add(candidate.hash)
+    return sorted(kept, key=lambda c: c.frame), duplicates
