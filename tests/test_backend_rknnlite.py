@@ -50,10 +50,12 @@ def frame(i: int) -> list[np.ndarray]:
 @pytest.mark.parametrize(
     ("soc", "cores", "masks"),
     [("rk3588", None, [1, 2, 4]), ("rk3588", 2, [1, 2]), ("rk3576", None, [1, 2]),
-     ("rk3568", None, [0]), ("rk3562", None, [0]), (None, 2, [1, 2]), (None, 1, [0])],
+     ("rk3568", None, [0]), ("rk3562", None, [0]), (None, 2, [1, 2]), (None, 1, [0]),
+     ("rk3588", (1, 2), [4]), ("rk3588", (None, 1), [2, 4])],
 )
 def test_one_runtime_per_core_with_its_core_mask(lite, model, soc, cores, masks):
-    with open_backend(model, "rknn", {"soc": soc, "cores": cores}) as pool:
+    cores, first = cores if isinstance(cores, tuple) else (cores, 0)  # (cores, first_core)
+    with open_backend(model, "rknn", {"soc": soc, "cores": cores, "first_core": first}) as pool:
         assert pool.core_masks == masks and pool.parallel == len(masks)
         assert [(r.path, r.core_mask) for r in lite.made] == [(str(model), m) for m in masks]
     assert all(r.released for r in lite.made)

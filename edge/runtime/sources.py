@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 import cv2
@@ -51,7 +52,9 @@ IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 FALLBACK_FPS = 25.0
 # Above this, a reported frame rate is a container time base (e.g. RTP's 90 kHz), not fps.
 MAX_PLAUSIBLE_FPS = 1000.0
-TRANSPORTS = ("tcp", "udp")
+Transport = Literal["tcp", "udp"]
+"""RTSP's lower transport."""
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO = re.compile(r"//[^/@]*@")
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -173,8 +176,7 @@ def open_source(uri: str, options: SourceOptions | None = None) -> Source:
         decode, or (with ``reconnect=False``) the stream cannot be opened.
     """
     options = options or SourceOptions()
-    match = _SCHEME.match(uri)
-    scheme = match.group(1).lower() if match else "file"
+    scheme = scheme_of(uri) or "file"
     if scheme in LIVE_SCHEMES:
         return _LiveSource(uri, options)
     if scheme != "file":
@@ -182,10 +184,16 @@ def open_source(uri: str, options: SourceOptions | None = None) -> Source:
             f"{redact(uri)}: unsupported scheme {scheme!r}; expected a file path or a URL "
             f"starting with {', '.join(s + '://' for s in LIVE_SCHEMES)}"
         )
-    path = Path(unquote(urlsplit(uri).path) if match else uri)
+    path = Path(unquote(urlsplit(uri).path) if scheme_of(uri) else uri)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         return _ImageSource(uri, _image_paths(path))
     return _VideoFileSource(uri, path, options)
+
+
+def scheme_of(uri: str) -> str | None:
+    """Return the lower-case scheme of a ``scheme://...`` URI; None for a plain path."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else None
 
 
 def redact(uri: str) -> str:

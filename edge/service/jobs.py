@@ -20,13 +20,16 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Strict
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from edge.bundle import write_json_atomic
-from edge.runtime.sources import Source, SourceOptions, open_source
+from edge.runtime.sources import Source, SourceOptions, Transport, open_source
 from edge.service.live import LiveSettings, ModelHolder
 from edge.service.results import ResultLog
 from edge.service.streams import StreamRunner
@@ -50,9 +53,28 @@ class JobNotFound(Exception):
     """No job of that id is known."""
 
 
-@dataclass(frozen=True)
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it may name a job (and its results folder).
+
+    Raises
+    ------
+    ValueError
+        Saying what an id may be.
+    """
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise ValueError(f"job id {str(job_id)[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
+    return job_id
+
+
+def _video(value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        raise PydanticCustomError("refused", "must be a non-empty string (an RTSP URL or a video file)")
+    return value
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Camera:
-    """One entry of a job's ``cameraUrls``.
+    """One entry of a job's ``cameraUrls``, as the request body carries it.
 
     Attributes
     ----------
@@ -64,9 +86,9 @@ class Camera:
         Files only: read at the file's own frame rate; None takes the default.
     """
 
-    video: str
-    transport: str | None = None
-    realtime: bool | None = None
+    video: Annotated[str, BeforeValidator(_video)]
+    transport: Transport | None = None
+    realtime: Annotated[bool, Strict()] | None = None
 
     def source_options(self, defaults: SourceOptions) -> SourceOptions:
         """Return the service's source options with this camera's own on top."""
@@ -207,8 +229,7 @@ class JobManager:
         ValueError
             For an id that does not match :data:`JOB_ID`.
         """
-        if not JOB_ID.match(job_id):
-            raise ValueError(f"job id {job_id!r}: use 1 to 64 letters, digits, '_' or '-'")
+        check_job_id(job_id)
         with self._lock:
             self._reserve(job_id, len(cameras))
         try:

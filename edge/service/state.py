@@ -181,7 +181,7 @@ class Service:
         models = self.models.current
         if models is None or not models.usable:
             raise RequestError("not ready: " + "; ".join(self.readiness()[1]), 503)
-        return self.jobs.start(job_id, request.cameras, request.end_time)
+        return self.jobs.start(job_id, request.cameraUrls, request.endTime)
 
     def change_settings(self, body: Any) -> dict[str, float]:
         """Change thresholds live; return the live settings now."""

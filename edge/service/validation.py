@@ -1,34 +1,48 @@
 """What requests carry, checked: every problem is a 4xx with a message that says what is wrong.
 
 Nothing a client sends reaches the runtime unchecked: JSON bodies (strict: no ``NaN``),
-job requests (the original system's ``cameraUrls``/``endTime``), threshold changes,
-query parameters and ids in paths. Local video files must resolve (symbolic links
-followed) to a path under the media folder.
+query parameters and ids in paths. The bodies are pydantic models, the same ones the
+service works with: :class:`JobRequest` (the original system's ``cameraUrls``/``endTime``,
+each camera a :class:`~edge.service.jobs.Camera`) and :data:`ConfigChange` (the live
+keys of :class:`~edge.settings.RuntimeSettings`). Their errors are said in sentences
+(:func:`describe`). Local video files must resolve (symbolic links followed) to a path
+under the media folder.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
-from edge.runtime.sources import LIVE_SCHEMES, TRANSPORTS
-from edge.service.jobs import JOB_ID, Camera
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+
+from edge.runtime.sources import LIVE_SCHEMES, scheme_of
+from edge.service.jobs import Camera, check_job_id
 from edge.settings import LIVE_KEYS
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = 2048
 MAX_PAGE = 1000
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[0-9]{1,4}$")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _INT = re.compile(r"^-?[0-9]{1,15}$")
 _DECIMAL = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,9})?$")
-_CAMERA_KEYS = ("video", "transport", "realtime")
+_BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
+Number = Annotated[float, Strict()]
+"""A JSON number (an integer or not), never a string or a boolean."""
 
 
 class RequestError(Exception):
@@ -39,12 +53,28 @@ class RequestError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """A checked ``POST /api/inference/<id>`` body."""
+def _cameras(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise PydanticCustomError("refused", 'must be a non-empty list of {"video": ...} objects')
+    return value
 
-    cameras: list[Camera]
-    end_time: float
+
+class JobRequest(BaseModel):
+    """A ``POST /api/inference/<id>`` body: the cameras, and when the analysis ends."""
+
+    model_config = _BODY
+
+    cameraUrls: Annotated[list[Camera], BeforeValidator(_cameras)] = Field(  # noqa: N815 - the API's name
+        description="the streams: an RTSP URL or a video file each")
+    endTime: Number = Field(  # noqa: N815 - the API's name
+        title="endTime (a Unix timestamp)", description="Unix time at which the analysis ends")
+
+
+ConfigChange = create_model(
+    "ConfigChange", __config__=_BODY,
+    **{key: (Number | None, None) for key in LIVE_KEYS},
+)
+"""A ``PATCH /api/config`` body: some of the live keys; ranges are the settings' own."""
 
 
 def parse_json(raw: bytes) -> Any:
@@ -72,9 +102,10 @@ def _no_constant(name: str) -> None:
 
 def job_id(value: str) -> str:
     """Check a job id from a path."""
-    if not JOB_ID.match(value):
-        raise RequestError(f"job id {value[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
-    return value
+    try:
+        return check_job_id(value)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def stream_id(value: str) -> str:
@@ -95,29 +126,70 @@ def job_request(body: Any, *, now: float, max_streams: int, media_root: Path) ->
     RequestError
         Naming the field and what is wrong with it.
     """
-    fields = _object(body, "the body", required=("cameraUrls", "endTime"), optional=())
-    cameras = fields["cameraUrls"]
-    if not isinstance(cameras, list) or not cameras:
-        raise RequestError("cameraUrls must be a non-empty list of {\"video\": ...} objects")
-    if len(cameras) > max_streams:
-        raise RequestError(f"cameraUrls has {len(cameras)} entries; this device runs {max_streams} at most")
-    return JobRequest(
-        [_camera(c, f"cameraUrls[{i}]", media_root) for i, c in enumerate(cameras)],
-        _end_time(fields["endTime"], now),
-    )
+    request = parse_body(JobRequest, body)
+    if len(request.cameraUrls) > max_streams:
+        raise RequestError(
+            f"cameraUrls has {len(request.cameraUrls)} entries; this device runs {max_streams} at most")
+    if request.endTime <= now:
+        raise RequestError(f"endTime {_plain(body['endTime'])} is in the past (now is {now:.0f})")
+    cameras = [
+        Camera(check_video(c.video, media_root, f"cameraUrls[{i}].video"), c.transport, c.realtime)
+        for i, c in enumerate(request.cameraUrls)
+    ]
+    return request.model_copy(update={"cameraUrls": cameras})
 
 
-def _object(value: Any, what: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise RequestError(f"{what} must be a JSON object, got {_json_type(value)}")
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise RequestError(f"{what} lacks {', '.join(missing)}")
-    unknown = sorted(set(value) - set(required) - set(optional))
-    if unknown:
-        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
-        raise RequestError(f"{what} has unknown field(s) {shown}; known: {', '.join(required + optional)}")
-    return value
+def parse_body(model: Any, body: Any) -> Any:
+    """Validate a parsed JSON body against a request model.
+
+    Raises
+    ------
+    RequestError
+        Saying, in sentences, every problem found (:func:`describe`).
+    """
+    try:
+        return TypeAdapter(model).validate_python(body)
+    except ValidationError as e:
+        raise RequestError(describe(e, model)) from None
+
+
+def _plain(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def describe(error: ValidationError, model: Any) -> str:
+    """Say a request model's errors as a person would: ``cameraUrls[0].video must be ...``."""
+    messages, unknown = [], {}
+    for e in error.errors():
+        loc = e["loc"]
+        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
+            continue
+        where = _title(model, loc) or "the body"
+        messages.append(f"{where} {_complaint(e)}" if e["type"] != "missing"
+                        else f"{_where(loc[:-1]) or 'the body'} lacks {loc[-1]}")
+    for parent, names in unknown.items():
+        shown = ", ".join(repr(name[:40]) for name in names[:5])
+        known = ", ".join(_fields(model, parent))
+        messages.append(f"{_where(parent) or 'the body'} has unknown field(s) {shown}; known: {known}")
+    return "; ".join(messages)
+
+
+def _complaint(e: Any) -> str:
+    kind, value = e["type"], e["input"]
+    if kind == "refused":
+        return e["msg"]
+    if kind in ("model_type", "dataclass_type", "dict_type", "model_attributes_type"):
+        return f"must be a JSON object, got {_json_type(value)}"
+    if kind == "finite_number" or (kind == "float_type" and type(value) is int):
+        return "must be a finite number"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number, got {_json_type(value)}"
+    if kind == "bool_type":
+        return "must be true or false"
+    if kind == "literal_error":
+        return f"must be one of {e['ctx']['expected'].replace(chr(39), '').replace(' or ', ', ')}"
+    return f"is not valid: {e['msg']}"
 
 
 def _json_type(value: Any) -> str:
@@ -125,18 +197,39 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _camera(value: Any, where: str, media_root: Path) -> Camera:
-    fields = _object(value, where, required=("video",), optional=_CAMERA_KEYS[1:])
-    video = fields["video"]
-    if not isinstance(video, str) or not video.strip():
-        raise RequestError(f"{where}.video must be a non-empty string (an RTSP URL or a video file)")
-    transport = fields.get("transport")
-    if transport is not None and transport not in TRANSPORTS:
-        raise RequestError(f"{where}.transport must be one of {', '.join(TRANSPORTS)}")
-    realtime = fields.get("realtime")
-    if realtime is not None and not isinstance(realtime, bool):
-        raise RequestError(f"{where}.realtime must be true or false")
-    return Camera(check_video(video, media_root, f"{where}.video"), transport, realtime)
+def _where(loc: Sequence[Any]) -> str:
+    """``("cameraUrls", 0, "video")`` -> ``cameraUrls[0].video``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _inner(annotation: Any) -> Any:
+    """Return the model of a field: its list's item type, or itself."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return get_args(annotation)[0] if get_origin(annotation) is list else annotation
+
+
+def _fields(model: Any, loc: Sequence[Any]) -> list[str]:
+    """Return the field names of the object at ``loc`` of a request model."""
+    for part in loc:
+        if isinstance(part, str):
+            model = _inner(_field_infos(model)[part].annotation)
+    return list(_field_infos(model))
+
+
+def _field_infos(model: Any) -> dict[str, Any]:
+    return model.model_fields if hasattr(model, "model_fields") else model.__pydantic_fields__
+
+
+def _title(model: Any, loc: Sequence[Any]) -> str:
+    """Return where a problem is; a top-level field by its title where it has one."""
+    if len(loc) == 1 and isinstance(loc[0], str):
+        title = _field_infos(model)[loc[0]].title
+        return title or loc[0]
+    return _where(loc)
 
 
 def check_video(video: str, media_root: Path, where: str = "video") -> str:
@@ -155,8 +248,7 @@ def check_video(video: str, media_root: Path, where: str = "video") -> str:
     if len(video) > MAX_URL_CHARS:
         raise RequestError(f"{where} is longer than {MAX_URL_CHARS} characters")
     _printable(video, where)
-    match = _SCHEME.match(video)
-    scheme = match.group(1).lower() if match and video[match.end():].startswith("//") else None
+    scheme = scheme_of(video)
     try:
         parts = urlsplit(video)
         host = parts.hostname
@@ -199,35 +291,15 @@ def _under(root: Path, path: Path, where: str) -> Path:
     return resolved
 
 
-def _number(value: Any, where: str) -> float:
-    """Return a JSON number as a finite float, or refuse it."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"{where} must be a number, got {_json_type(value)}")
-    try:
-        number = float(value)  # an integer beyond float's range overflows
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise RequestError(f"{where} must be a finite number")
-    return number
-
-
-def _end_time(value: Any, now: float) -> float:
-    end = _number(value, "endTime (a Unix timestamp)")
-    if end <= now:
-        raise RequestError(f"endTime {value} is in the past (now is {now:.0f})")
-    return end
-
-
 def config_change(body: Any) -> dict[str, float]:
-    """Check a ``PATCH /api/config`` body: some of :data:`~edge.runtime.live.LIVE_KEYS`.
+    """Check a ``PATCH /api/config`` body: some of :data:`~edge.settings.LIVE_KEYS`.
 
     Ranges are checked by :meth:`edge.service.live.LiveSettings.update`.
     """
-    fields = _object(body, "the body", required=(), optional=LIVE_KEYS)
-    if not fields:
+    change = parse_body(ConfigChange, body).model_dump(exclude_unset=True)
+    if not change:
         raise RequestError(f"nothing to change: give one or more of {', '.join(LIVE_KEYS)}")
-    return {key: _number(value, key) for key, value in fields.items()}
+    return change
 
 
 def results_query(args: Mapping[str, str]) -> dict[str, Any]:

@@ -42,8 +42,11 @@ class RknnLiteOptions(BackendOptions):
     Attributes
     ----------
     cores : int or None
-        Runtimes in the pool, one per core from core 0; None takes every core of the SoC.
-        Fewer leaves cores to another model (the attribute process).
+        Runtimes in the pool, one per core from ``first_core`` on; None takes every core
+        of the SoC from there. Fewer leaves cores to another model (the attribute process).
+    first_core : int
+        The pool's first core: ``detector: {cores: 2}`` with ``attributes: {cores: 1,
+        first_core: 2}`` gives an RK3588's third core to the attribute model alone.
     soc : str or None
         The SoC (``rk3588``...); None reads it from the device tree.
     data_format : str
@@ -52,11 +55,12 @@ class RknnLiteOptions(BackendOptions):
     """
 
     cores: int | None = None
+    first_core: int = 0
     soc: str | None = None
     data_format: str = "nhwc"
 
 
-def core_masks(lite: Any, chip: str | None, cores: int | None) -> list[int]:
+def core_masks(lite: Any, chip: str | None, cores: int | None, first: int = 0) -> list[int]:
     """Return the core mask of each runtime of the pool.
 
     Parameters
@@ -66,12 +70,14 @@ def core_masks(lite: Any, chip: str | None, cores: int | None) -> list[int]:
     chip : str or None
         The SoC; None when unknown, then ``cores`` must be given.
     cores : int or None
-        The pool's size; None for every core of ``chip``.
+        The pool's size; None for every core of ``chip`` from ``first`` on.
+    first : int
+        The pool's first core.
 
     Raises
     ------
     BackendError
-        For an unknown SoC without ``cores``, or more cores than the SoC has.
+        For an unknown SoC without ``cores``, or more cores than the SoC has from ``first``.
     """
     available = NPU_CORES.get(chip or "")
     if cores is None and available is None:
@@ -79,13 +85,16 @@ def core_masks(lite: Any, chip: str | None, cores: int | None) -> list[int]:
             f"cannot tell how many NPU cores this board has (SoC {chip or 'not in the device tree'}; "
             f"known: {', '.join(NPU_CORES)}): set the backend option 'cores' or 'soc'"
         )
-    count = cores if cores is not None else available
     limit = available or len(_CORE_MASKS)
-    if not 1 <= count <= limit:
-        raise BackendError(f"cores must be within 1..{limit} on {chip or 'this board'}, got {count}")
+    if not 0 <= first < limit:
+        raise BackendError(f"first_core must be within 0..{limit - 1} on {chip or 'this board'}, got {first}")
+    count = cores if cores is not None else limit - first
+    if not 1 <= count <= limit - first:
+        board = f"{chip or 'this board'}{f' from core {first}' if first else ''}"
+        raise BackendError(f"cores must be within 1..{limit - first} on {board}, got {count}")
     if (available or count) == 1:
         return [lite.NPU_CORE_AUTO]  # single-core NPUs take no core mask
-    return [getattr(lite, name) for name in _CORE_MASKS[:count]]
+    return [getattr(lite, name) for name in _CORE_MASKS[first:first + count]]
 
 
 @register("rknn")
@@ -103,7 +112,7 @@ class RknnLiteBackend(Backend):
             raise BackendError(f"data_format must be 'nhwc' or 'nchw', got {options.data_format!r}")
         self._path = path
         self._data_format = options.data_format
-        self.core_masks = core_masks(RKNNLite, options.soc or soc(), options.cores)
+        self.core_masks = core_masks(RKNNLite, options.soc or soc(), options.cores, options.first_core)
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         self._lock = threading.Lock()
