@@ -65,7 +65,8 @@ def _import(args: argparse.Namespace) -> int:
     from edge.training.public import import_public
 
     if args.source not in ANNOTATION_TOOLS:
-        print(f"wrote dataset {_summary(import_public(args.source, args.input, args.dir, args.images))}")
+        imported = import_public(args.source, args.input, args.dir, args.images, progress=not args.quiet)
+        print(f"wrote dataset {_summary(imported)}")
         return 0
     dataset = load_dataset(args.dir)
     if args.source == "labelstudio":
@@ -161,6 +162,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("dir", type=Path, help="dataset folder")
     imp.add_argument("--from", dest="source", required=True, choices=(*ANNOTATION_TOOLS, *PUBLIC_DATASETS))
     imp.add_argument("--images", type=Path, default=None, help="public datasets: where the images are")
+    imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     imp.set_defaults(func=_import)
 
     stats = verbs.add_parser("stats", help="label counts per attribute and split, a bar chart, rare labels")

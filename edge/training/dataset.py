@@ -336,7 +336,7 @@ def write_dataset(
             _place_image(images[row["image"]], tmp / IMAGES / row["image"])
         (tmp / LABELS).write_text(_csv_text(full), encoding="utf-8")
         write_json_atomic(tmp / META, meta)
-        load_dataset(tmp)
+        load_dataset(tmp, progress=progress)
     return Dataset(out, meta, full)
 
 
