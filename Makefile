@@ -166,17 +166,23 @@ WHEELHOUSE := $(DIST)/wheelhouse-$(DIST_TARGET)
 # WHEEL_PYTHON is the devices' exact Python (Requires-Python differs between micro versions):
 # Debian 12 has 3.11.2, Ubuntu 22.04 (JetPack 6) 3.10.12. WHEEL_GLIBC: the oldest devices' glibc.
 WHEEL_GLIBC ?= 2.31
-# boxmot needs torch: a CPU build everywhere but on Jetson (PyPI's aarch64 torch pulls ~3 GB
-# of CUDA). Jetson: torch for JetPack comes from NVIDIA's index (deploy/ansible/README.md).
+# boxmot needs torch and torchvision, a CPU build (the trackers run on the CPU). On aarch64
+# they come from PyPI alone: torch 2.10.0 is the last release whose aarch64 wheels need no
+# CUDA libraries (from 2.11 on torch's Linux wheels require nvidia-*-cu13 on every
+# architecture, ~3 GB), torchvision 0.25.0 its pair. PyTorch's own CPU index is the other
+# route: WHEEL_INDEX=https://download.pytorch.org/whl/cpu WHEEL_PINS='torch==<v>+cpu ...'.
+# Jetson: the same CPU torch for the trackers; TensorRT (and JetPack's CUDA torch, if wanted
+# instead) come from the board (deploy/ansible/README.md, "The wheelhouse of a board").
+AARCH64_TORCH_PINS := torch==2.10.0 torchvision==0.25.0
 ifneq ($(filter rk%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.11.2
-WHEEL_EXTRAS ?= rknn-toolkit-lite2
-WHEEL_PINS ?= torch==2.13.0+cpu
-WHEEL_INDEX ?= https://download.pytorch.org/whl/cpu
+WHEEL_EXTRAS ?= rknn-toolkit-lite2==2.5.0
+WHEEL_PINS ?= $(AARCH64_TORCH_PINS)
 else ifneq ($(filter jetson%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.10.12
+WHEEL_PINS ?= $(AARCH64_TORCH_PINS)
 else
 WHEEL_ARCH ?= $(shell uname -m)
 WHEEL_PYTHON ?= 3.11.2
@@ -230,3 +236,52 @@ deploy-check: deploy-inventory dist venv-deploy
 deploy-lint: venv-deploy
 	cd deploy/ansible && PATH=$(abspath $(DEPLOY_VENV))/bin:$$PATH ansible-lint --profile production
 	$(ANSIBLE_PLAYBOOK) -i deploy/ansible/inventory/example/hosts.yml deploy/ansible/site.yml --syntax-check
+
+# --- An emulated aarch64 board (tests/test_deploy_arm64.py, README "Proving a board"). ---
+# A Debian 12 arm64 root run under qemu-user through binfmt_misc: its own Python 3.11.2 and
+# sshd make it the Rockchip device of the slow deploy test. `make arm64-board` makes what
+# that test needs: the Debian packages and binfmt (root), the root as a tar under .cache
+# (once; each test run unpacks a fresh board from it), the rk3588 wheelhouse (the cpu one
+# too, for the wrong-wheelhouse check) and the board's two bundles, cpu-int8 and rk3588.
+ARM64_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test
+ARM64_DIR := $(CACHE)/arm64
+ARM64_SUITE := bookworm
+ARM64_ROOT := $(ARM64_DIR)/$(ARM64_SUITE)-root.tar
+ARM64_MIRROR ?= http://deb.debian.org/debian
+# What a board's image has that the device side needs: Python with venv, OpenCV's libGL and
+# GLib, an SSH server, and the render group that udev makes there (the NPU's device node).
+ARM64_INCLUDE := python3,python3-venv,libgl1,libglib2.0-0,openssh-server
+ARM64_MODELS := $(ARM64_DIR)/models
+BINFMT := /proc/sys/fs/binfmt_misc
+
+.PHONY: arm64-deps arm64-root arm64-board
+
+arm64-deps:
+	@if dpkg -s $(ARM64_PACKAGES) >/dev/null 2>&1; then echo "arm64 emulation packages present"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(ARM64_PACKAGES); fi
+	@test -e $(BINFMT)/register || mount -t binfmt_misc binfmt_misc $(BINFMT) || \
+		{ echo "cannot mount binfmt_misc on $(BINFMT) (needs root, and a kernel or container that allows it)"; exit 1; }
+	@grep -qx enabled $(BINFMT)/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64 || \
+		{ echo "update-binfmts --enable qemu-aarch64 failed: aarch64 programs cannot run here"; exit 1; }
+	@grep -q '^flags: .*F' $(BINFMT)/qemu-aarch64 || \
+		{ echo "qemu-aarch64 is registered without the F flag: a chroot would not find the emulator"; exit 1; }
+
+$(ARM64_ROOT): | arm64-deps
+	mkdir -p $(ARM64_DIR)
+	mmdebstrap --arch=arm64 --variant=minbase --include=$(ARM64_INCLUDE) \
+		--customize-hook='chroot "$$1" groupadd --system render' \
+		$(ARM64_SUITE) $@.part.tar $(ARM64_MIRROR)
+	mv $@.part.tar $@
+
+arm64-root: arm64-deps $(ARM64_ROOT)
+
+# The board's bundles, converted into a models folder of its own.
+$(ARM64_MODELS)/default/cpu-int8/manifest.json $(ARM64_MODELS)/default/rk3588/manifest.json: \
+		$(WEIGHTS) | $(VENV)/.done
+	$(MAKE) --no-print-directory convert TARGET=$(if $(findstring cpu-int8,$@),cpu,rk3588) \
+		MODELS_DIR=$(ARM64_MODELS)
+
+arm64-board: arm64-root venv-deploy \
+		$(ARM64_MODELS)/default/cpu-int8/manifest.json $(ARM64_MODELS)/default/rk3588/manifest.json
+	$(MAKE) --no-print-directory dist DIST_TARGET=rk3588
+	$(MAKE) --no-print-directory dist DIST_TARGET=cpu

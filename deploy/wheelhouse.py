@@ -9,6 +9,9 @@ Usage (the Makefile's ``wheelhouse`` target)::
 Wheels are chosen for the *device*, not for the controller: its architecture, its exact
 Python version (``Requires-Python`` differs between 3.11.2 and 3.11.7) and its glibc
 (``manylinux_2_X``), with ``pip download --only-binary=:all: --platform ... --python-version``.
+pip evaluates environment markers against the machine it runs on even then (torch's
+``nvidia-*; platform_machine == "x86_64"`` requirements would be fetched for an aarch64
+device), so pip runs here with the markers of the device (:func:`device_markers`).
 A dependency published only as an sdist is built here into a pure-Python wheel first
 (``pip wheel --no-deps``); one that needs compiling for another architecture cannot be, and
 stops the build with its name.
@@ -50,15 +53,59 @@ except ImportError:  # pip always carries a copy
 
 _NO_WHEEL = re.compile(r"satisfies the requirement (\S+)")
 
+# pip, with the environment markers of the device (PEP 508) in place of this machine's.
+_PIP_FOR_DEVICE = """
+import json, os, sys
+from pip._vendor.packaging import markers
+device = json.loads(os.environ["WHEELHOUSE_MARKERS"])
+host = markers.default_environment
+markers.default_environment = lambda: {**host(), **device}
+from pip._internal.cli.main import main
+sys.argv[0] = "pip"
+sys.exit(main())
+"""
 
-def _pip(args: list[str], *, isolated: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+
+def device_markers(arch: str, python: str) -> dict[str, str]:
+    """Return the PEP 508 marker values of a Linux CPython ``python`` on ``arch``.
+
+    Parameters
+    ----------
+    arch : str
+        The device's machine (``x86_64``, ``aarch64``).
+    python : str
+        Its exact Python version, e.g. ``3.11.2``.
+
+    Returns
+    -------
+    dict
+        The markers pip would see on the device; those it cannot know here
+        (``platform_release``, ``platform_version``) are left to this machine's values.
+    """
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": python,
+        "os_name": "posix",
+        "platform_machine": arch,
+        "platform_python_implementation": "CPython",
+        "platform_system": "Linux",
+        "python_full_version": python,
+        "python_version": ".".join(python.split(".")[:2]),
+        "sys_platform": "linux",
+    }
+
+
+def _pip(args: list[str], markers: dict[str, str], *, isolated: bool = False,
+         check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "315532800"))  # reproducible
     if isolated:  # only the wheelhouse: no pip.conf, no find-links or index from the environment
         env["PIP_CONFIG_FILE"] = os.devnull
         for key in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT"):
             env.pop(key, None)
+    env["WHEELHOUSE_MARKERS"] = json.dumps(markers)
     cmd = [sys.executable, "-m", "pip", *args]
     print("+", " ".join(cmd), flush=True)
+    cmd[1:3] = ["-c", _PIP_FOR_DEVICE]  # the same pip, seeing the device's markers
     proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
     if check and proc.returncode:
         sys.exit(f"wheelhouse: pip failed:\n{proc.stderr}")
@@ -80,13 +127,13 @@ def _target_args(arch: str, python: str, glibc: str) -> list[str]:
     return args
 
 
-def _download(out: Path, wanted: list[str], target: list[str]) -> None:
+def _download(out: Path, wanted: list[str], target: list[str], markers: dict[str, str]) -> None:
     """``pip download`` for the device; build pure-Python wheels for sdist-only dependencies."""
     built: set[str] = set()
     while True:
         # --find-links: the wheels built below from sdists; everything else comes from the index.
         proc = _pip(["download", "-q", "--dest", str(out), "--find-links", str(out), *target, *wanted],
-                    check=False)
+                    markers, check=False)
         if proc.returncode == 0:
             return
         m = _NO_WHEEL.search(proc.stderr)
@@ -95,7 +142,7 @@ def _download(out: Path, wanted: list[str], target: list[str]) -> None:
         req = m.group(1)
         built.add(req)
         print(f"{req}: no wheel for the device; building one from its sdist", flush=True)
-        _pip(["wheel", "-q", "--no-deps", "--wheel-dir", str(out), req])
+        _pip(["wheel", "-q", "--no-deps", "--wheel-dir", str(out), req], markers)
         made = max(out.glob("*.whl"), key=lambda f: f.stat().st_mtime)
         if not made.name.endswith("-none-any.whl"):
             made.unlink()
@@ -142,11 +189,12 @@ def build(wheel: Path, out: Path, pins: list[str], extras: list[str], arch: str,
     The set is fetched into a fresh staging folder (pip's cache makes a rebuild cheap), checked,
     then moved over ``out``: wheels whose bytes did not change are left alone.
     """
+    markers = device_markers(arch, python)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     target = _target_args(arch, python, glibc)
-    _download(staging, [f"{wheel.resolve()}[service]", *pins, *extras], [*target, *(indexes or [])])
+    _download(staging, [f"{wheel.resolve()}[service]", *pins, *extras], [*target, *(indexes or [])], markers)
     _check_requires_python(staging, python)
 
     # Resolve again from the folder alone: the offline install the device will do.
@@ -155,7 +203,7 @@ def build(wheel: Path, out: Path, pins: list[str], extras: list[str], arch: str,
         report = Path(tmp) / "report.json"
         _pip(["install", "-q", "--dry-run", "--ignore-installed", "--no-index", "--find-links", str(staging),
               "--report", str(report), "--target", str(Path(tmp) / "t"), *target,
-              f"{name}[service]", *pins, *extras], isolated=True)
+              f"{name}[service]", *pins, *extras], markers, isolated=True)
         items = json.loads(report.read_text())["install"]
     needed = {Path(unquote(urlparse(i["download_info"]["url"]).path)).name: i["metadata"] for i in items}
 
