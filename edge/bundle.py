@@ -36,7 +36,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,3 +183,21 @@ def write_json_atomic(path: Path, data: Any) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp makes it private; a manifest is for every reader
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``out`` only if the block succeeds.
+
+    A failed export leaves no half-written bundle that looks valid.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -41,11 +41,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import Bundle, sha256_file, write_json_atomic
-from edge.convert.export import staging
+from edge.bundle import Bundle, sha256_file, staging, write_json_atomic
 from edge.runtime.attributes import prepare_crop
 from edge.runtime.detector import Detector, input_size, letterbox
-from edge.runtime.models import open_model
+from edge.runtime.models import load_detector, model_options
 from edge.runtime.pipeline import crop
 from edge.runtime.sources import open_source
 
@@ -344,7 +343,7 @@ def _write_images(
 ) -> dict[str, dict[str, list[str]]]:
     """Read the picked frames again; write them letterboxed and their person crops."""
     entry = bundle.model("detector")
-    detector = Detector(open_model(bundle, "detector", {"threads": os.cpu_count() or 1}), entry)
+    detector = load_detector(bundle, model_options(bundle, "detector", os.cpu_count() or 1))
     size = input_size(entry["input"])
     pad = entry["preprocess"].get("pad_value", 114)
     splits = {name: _Split(keys) for name, keys in picks.items()}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -14,7 +11,7 @@ import cv2
 import numpy as np
 
 from edge import schema
-from edge.bundle import load_bundle, sha256_file, write_manifest
+from edge.bundle import load_bundle, sha256_file, staging, write_manifest
 from edge.convert import attribute_net
 from edge.convert.heads import export_stock_onnx
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
@@ -139,24 +136,6 @@ def add_golden(bundle_dir: Path, frames: list[np.ndarray], crops_per_frame: int 
     manifest = dict(bundle.manifest)
     manifest["golden"] = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
     write_manifest(bundle_dir, manifest)
-
-
-@contextmanager
-def staging(out: Path):
-    """Yield a temporary folder that replaces ``out`` only if the block succeeds.
-
-    A failed export leaves no half-written bundle that looks valid.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_fp32_bundle(

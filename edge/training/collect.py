@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from edge.bundle import Bundle
 from edge.runtime.detector import Detections, Detector
-from edge.runtime.models import load_detector
+from edge.runtime.models import load_detector, model_options
 from edge.runtime.pipeline import crop
 from edge.runtime.sources import Frame, open_source, redact
 from edge.runtime.tracking import make_tracker
@@ -218,7 +218,7 @@ def collect(
     max_frames : int, optional
         Frames read per source at most (a stream otherwise runs until it ends or Ctrl-C).
     threads : int
-        Detector threads.
+        Detector threads, where the bundle's backend takes a thread count.
     progress : bool
         Show a progress bar per source.
 
@@ -240,7 +240,7 @@ def collect(
     out.parent.mkdir(parents=True, exist_ok=True)
     summaries = [SourceSummary(name, "test" if name in test else "train/val") for name in names]
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.crops.") as scratch:
-        run = _Run(load_detector(bundle, {"threads": threads}), recipe, Path(scratch),
+        run = _Run(load_detector(bundle, model_options(bundle, "detector", threads)), recipe, Path(scratch),
                    DuplicateIndex(recipe.max_hash_distance))
         for k, (uri, summary) in enumerate(zip(sources, summaries, strict=True)):
             tracks = _Tracks(run, summary, _folder(k, summary.name), val_share)

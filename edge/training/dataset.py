@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import schema
-from edge.bundle import write_json_atomic
+from edge.bundle import staging, write_json_atomic
 
 FORMAT_VERSION = 1
 IMAGES = "images"
@@ -324,7 +324,6 @@ def write_dataset(
     """
     # Imported here: the conversion stage's module loads torch, which checking or
     # describing a dataset does not need.
-    from edge.convert.export import staging
 
     refuse_foreign_folder(out)
     full = [{c: row.get(c, "") for c in COLUMNS} for row in rows]
