@@ -45,7 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.bundle import TASKS, sha256_file, write_manifest
+from edge.bundle import TASKS, sha256_file, staging, write_manifest
 from edge.convert import attribute_net
 from edge.convert.calibrate import CalibrationSet, load_calibration_set
 from edge.convert.export import (
@@ -54,7 +54,6 @@ from edge.convert.export import (
     export_attributes,
     export_detector,
     golden_frames,
-    staging,
     tool_versions,
 )
 from edge.convert.gate import (
