@@ -32,7 +32,7 @@ help:
 $(VENV)/.done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q $(TORCH_PINS) -e '.[host,service,dev]'
+	$(PY) -m pip install -q $(TORCH_PINS) -e '.[host,service,dev,openvino]'
 	touch $@
 
 venv: $(VENV)/.done

@@ -1,0 +1,131 @@
+"""The OpenVINO backend on the real OpenVINO runtime: its queue, its options, the manifest's choice.
+
+A tiny ONNX model (each output element is twice the input's, plus one) shows the queue
+keeping frame order and failing only the frame it cannot take; the default detector,
+converted to OpenVINO IR, shows that the runtime picks the backend from the manifest and
+finds the same persons as onnxruntime does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle, write_manifest
+from edge.cli import main
+from edge.runtime.backends.base import BackendError, check_options, open_backend
+from edge.runtime.models import load_detector
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OpenVINO IR of ``y = 2 x + 1`` on ``[1, 3, 8, 8]`` float32."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Mul", ["x", "two"], ["doubled"]),
+             helper.make_node("Add", ["doubled", "one"], ["y"])]
+    constants = [helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+                 for name, value in (("two", 2.0), ("one", 1.0))]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])],
+        constants,
+    )
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "tiny.onnx")
+    ov.save_model(ov.convert_model(folder / "tiny.onnx"), folder / "tiny.xml")
+    return folder / "tiny.xml"
+
+
+def frame(i: int) -> np.ndarray:
+    return np.full((1, 3, 8, 8), i, np.float32)
+
+
+def test_the_queue_keeps_frame_order_with_several_frames_in_flight(tiny: Path) -> None:
+    with open_backend(tiny, "openvino", {"requests": 3}) as backend:
+        assert backend.parallel == 3
+        assert [(s.name, s.shape, s.dtype) for s in backend.inputs] == [("x", (1, 3, 8, 8), "float32")]
+        futures = [backend.submit([frame(i)]) for i in range(20)]
+        for i, future in enumerate(futures):
+            (y,) = future.result(timeout=30)
+            np.testing.assert_array_equal(y, frame(2 * i + 1))
+
+
+def test_an_error_surfaces_on_its_own_frame(tiny: Path) -> None:
+    with open_backend(tiny, "openvino", {"requests": 2}) as backend:
+        inputs = [frame(i) for i in range(6)]
+        inputs[3] = np.zeros((1, 3, 4, 4), np.float32)  # a shape the model cannot take
+        futures = [backend.submit([x]) for x in inputs]
+        with pytest.raises(BackendError, match="OpenVINO refused the inputs"):
+            futures[3].result(timeout=30)
+        for i in (0, 1, 2, 4, 5):
+            np.testing.assert_array_equal(futures[i].result(timeout=30)[0], frame(2 * i + 1))
+    with pytest.raises(BackendError, match="closed"):
+        backend.submit([frame(0)])
+
+
+def test_the_hint_chooses_the_frames_in_flight(tiny: Path) -> None:
+    with open_backend(tiny, "openvino", {"hint": "latency"}) as latency:
+        assert latency.parallel == 1
+    with open_backend(tiny, "openvino", {"hint": "throughput", "streams": 2, "threads": 2}) as throughput:
+        assert throughput.parallel >= 2
+        np.testing.assert_array_equal(throughput.run([frame(4)])[0], frame(9))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"cores": 2}, "OpenVinoBackend has no option cores"),
+     ({"hint": "fast"}, "hint"),
+     ({"threads": "two"}, "threads")],
+)
+def test_bad_options_are_refused_by_name(options: dict, message: str) -> None:
+    with pytest.raises(BackendError, match=message):
+        check_options("openvino", options)
+
+
+def test_a_device_it_cannot_use_is_a_clear_error(tiny: Path) -> None:
+    with pytest.raises(BackendError, match="OpenVINO cannot run it on NOSUCH"):
+        open_backend(tiny, "openvino", {"device": "NOSUCH"})
+
+
+@pytest.fixture(scope="module")
+def ir_bundle(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Path:
+    """The default FP32 bundle's detector as OpenVINO IR, the manifest naming the format."""
+    folder = tmp_path_factory.mktemp("ir-bundle")
+    fp32 = load_bundle(bundle_dir)
+    ir = ov.convert_model(fp32.model_path("detector"))
+    ov.save_model(ir, folder / "detector.xml", compress_to_fp16=False)
+    entry = {**fp32.model("detector"), "file": "detector.xml", "format": "openvino"}
+    write_manifest(folder, {"name": "ir", "target": "openvino", "models": {"detector": entry}})
+    return folder
+
+
+def test_the_manifest_picks_openvino_and_it_finds_what_onnxruntime_finds(
+    ir_bundle: Path, bundle_dir: Path, clip_frames: list[np.ndarray]
+) -> None:
+    from edge.runtime.golden import box_iou
+
+    on_ov = load_detector(load_bundle(ir_bundle))
+    on_ort = load_detector(load_bundle(bundle_dir), {"threads": 2})
+    assert type(on_ov.backend).__name__ == "OpenVinoBackend"
+    for image in clip_frames[:3]:
+        ours, reference = on_ov(image), on_ort(image)
+        assert len(ours) == len(reference) >= 3
+        assert box_iou(reference.boxes, ours.boxes).max(axis=1).min() >= 0.99
+    on_ov.backend.close()
+    on_ort.backend.close()
+
+
+def test_edge_run_on_the_openvino_bundle(ir_bundle: Path, clip: Path, tmp_path: Path) -> None:
+    assert main(["run", str(clip), "--bundle", str(ir_bundle), "--out", str(tmp_path), "--max-frames", "4",
+                 "--no-attributes", "--no-video", "-q"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2, 3]
+    assert all(len(line["detections"]) >= 3 for line in lines)
