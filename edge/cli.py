@@ -79,8 +79,7 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``edge calibrate`` and ``edge convert`` (host only)."""
     from edge.convert.gate import Thresholds
     from edge.convert.heads import HEADS
-    from edge.convert.targets import TARGETS
-    from edge.convert.toolchains.base import toolchain_class
+    from edge.convert.targets import TARGETS, algorithms_by_toolchain
 
     calibrate = sub.add_parser(
         "calibrate", help="build a calibration set from videos or image folders (host)",
@@ -115,12 +114,9 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
                          help="calibration set folder (edge calibrate)")
     convert.add_argument("--bundle", default="default", help="bundle name")
     convert.add_argument("--models-dir", type=Path, default=Path("models"), help="where bundles go")
-    algorithms = "; ".join(
-        f"{name}: {', '.join(toolchain_class(name).algorithms)}"
-        for name in sorted({t.toolchain for t in TARGETS.values()})
-    )
-    convert.add_argument("--algorithm", default=None,
-                         help=f"by toolchain, {algorithms} (default: the first)")
+    by_toolchain = algorithms_by_toolchain().items()
+    algorithms = "; ".join(f"{label}: {', '.join(names)}" for label, names in by_toolchain)
+    convert.add_argument("--algorithm", default=None, help=f"{algorithms} (default: the first)")
     convert.add_argument("--head", default=HEADS[0], choices=HEADS,
                          help="detector head layout quantized (zoo ships; the others are for comparison)")
     convert.add_argument("--min-matched", type=float, default=gate.min_matched,

@@ -8,7 +8,7 @@ the gate, the hybrid fallback, the report and the bundle are the same for every
 toolchain; only :class:`Toolchain`'s methods differ.
 
 Each toolchain lives in its own module of this package, has a small typed options
-dataclass, and registers itself under its name with :func:`register`; a target of
+model, and registers itself under its name with :func:`register`; a target of
 :mod:`edge.convert.targets` names its toolchain and that toolchain's options, so a new
 toolchain is one new file and a target line. Importing a toolchain module is cheap:
 each imports its quantization library only when it is used, so the command line can
@@ -17,19 +17,19 @@ list the toolchains' algorithms on any machine.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
+
+from edge.registry import PluginOptions, Registry
 
 THREADS = os.cpu_count() or 1
 """onnxruntime threads for the FP32 references and INT8 runs on this host: all its cores."""
@@ -142,11 +142,12 @@ class Attempt:
 class Toolchain(ABC):
     """Quantize models for one kind of board.
 
-    Subclasses set the class attributes below, ``Options`` to a dataclass of their
-    settings, and are registered with :func:`register`.
+    Subclasses set the class attributes below, ``Options`` to a
+    :class:`~edge.registry.PluginOptions` model of their settings, and are registered
+    with :func:`register`.
     """
 
-    Options: ClassVar[type] = object
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
     label: ClassVar[str]
     """How the command line names the toolchain (``RKNN``, ``ONNX``)."""
     format: ClassVar[str]
@@ -206,24 +207,9 @@ class Toolchain(ABC):
         return entry
 
 
-_REGISTRY: dict[str, type[Toolchain]] = {}
-
-
-def register(name: str) -> Callable[[type[Toolchain]], type[Toolchain]]:
-    """Class decorator: make a toolchain the one a target names ``name``."""
-
-    def decorate(cls: type[Toolchain]) -> type[Toolchain]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _discover() -> None:
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__package__}.{module.name}")
+_TOOLCHAINS: Registry[Toolchain] = Registry(__package__, "no toolchain {name!r}", ValueError)
+register = _TOOLCHAINS.register
+"""Class decorator: make a toolchain the one a target names by this name."""
 
 
 def toolchain_class(name: str) -> type[Toolchain]:
@@ -234,11 +220,7 @@ def toolchain_class(name: str) -> type[Toolchain]:
     ValueError
         When none is.
     """
-    _discover()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"no toolchain {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return cls
+    return _TOOLCHAINS.get(name)
 
 
 def open_toolchain(name: str, options: Mapping[str, Any], request: Request) -> Toolchain:
@@ -250,12 +232,7 @@ def open_toolchain(name: str, options: Mapping[str, Any], request: Request) -> T
         For an unknown toolchain or options it does not know (not ignored).
     """
     cls = toolchain_class(name)
-    known = {f.name for f in fields(cls.Options)}
-    unknown = set(options) - known
-    if unknown:
-        raise ValueError(f"toolchain {name} has no option {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(known))})")
-    return cls(cls.Options(**options), request)
+    return cls(_TOOLCHAINS.options(cls, options, f"toolchain {name}"), request)
 
 
 @contextmanager

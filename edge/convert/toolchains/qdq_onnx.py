@@ -14,7 +14,6 @@ OpenCV's log level, and a device installs no onnx.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,14 @@ from edge.convert.toolchains.base import (
     register,
     timed,
 )
+from edge.registry import PluginOptions
 from edge.runtime.backends.base import open_backend
 
 HOST_BACKEND = "onnx"
 """The runtime backend this host has: onnxruntime."""
 
 
-@dataclass(frozen=True)
-class QdqOnnxOptions:
+class QdqOnnxOptions(PluginOptions):
     """Settings of the Q/DQ ONNX toolchain.
 
     Attributes

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from edge.convert.toolchains.base import (
     attempt_mode,
     register,
 )
+from edge.registry import PluginOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ DECODING_HEADS = ("yolov8-stock", "yolov8-split")
 """Detector output layouts whose graph holds the DFL and the box decode."""
 
 
-@dataclass(frozen=True)
-class RknnOptions:
+class RknnOptions(PluginOptions):
     """Settings of the RKNN toolchain.
 
     Attributes

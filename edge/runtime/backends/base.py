@@ -14,17 +14,16 @@ not onnxruntime, runs it (see :func:`edge.runtime.models.backend_name`).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edge.registry import PluginOptions, Registry
 
 
 class BackendError(Exception):
@@ -40,10 +39,8 @@ class TensorSpec:
     dtype: str
 
 
-class BackendOptions(BaseModel):
+class BackendOptions(PluginOptions):
     """The base of every backend's options: frozen, unknown keys refused."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Backend(ABC):
@@ -95,32 +92,16 @@ class Backend(ABC):
         self.close()
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
-
-
-def register(model_format: str) -> Callable[[type[Backend]], type[Backend]]:
-    """Class decorator: make a backend the one that runs ``model_format`` files."""
-
-    def decorate(cls: type[Backend]) -> type[Backend]:
-        _REGISTRY[model_format] = cls
-        return cls
-
-    return decorate
-
-
-def _discover() -> None:
-    # Importing a backend module is cheap: each imports its accelerator library only
-    # when a model is opened, so the CPU host can list the RKNN and TensorRT backends.
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__package__}.{module.name}")
+_BACKENDS: Registry[Backend] = Registry(__package__, "no backend runs {name!r} models", BackendError)
+register = _BACKENDS.register
+"""Class decorator: make a backend the one that runs files of a model format."""
 
 
 def formats() -> list[str]:
     """Return the model formats (and backend names) that have a backend."""
-    _discover()
-    return sorted(_REGISTRY)
+    # Importing a backend module is cheap: each imports its accelerator library only
+    # when a model is opened, so the CPU host can list the RKNN and TensorRT backends.
+    return _BACKENDS.names()
 
 
 def backend_class(model_format: str) -> type[Backend]:
@@ -131,17 +112,12 @@ def backend_class(model_format: str) -> type[Backend]:
     BackendError
         When none is.
     """
-    _discover()
-    cls = _REGISTRY.get(model_format)
-    if cls is None:
-        raise BackendError(f"no backend runs {model_format!r} models (known: {', '.join(formats())})")
-    return cls
+    return _BACKENDS.get(model_format)
 
 
 def option_names() -> set[str]:
     """Return every option name some registered backend takes."""
-    _discover()
-    return {name for cls in _REGISTRY.values() for name in cls.Options.model_fields}
+    return {name for cls in _BACKENDS.classes() for name in cls.Options.model_fields}
 
 
 def check_options(model_format: str, options: Mapping[str, Any] | None) -> BackendOptions:
@@ -153,19 +129,7 @@ def check_options(model_format: str, options: Mapping[str, Any] | None) -> Backe
         For an unknown backend, an option it does not take or a bad value, named.
     """
     cls = backend_class(model_format)
-    known = set(cls.Options.model_fields)
-    unknown = set(options or {}) - known
-    if unknown:
-        raise BackendError(
-            f"{cls.__name__} has no option {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    try:
-        return cls.Options.model_validate(dict(options or {}))
-    except ValidationError as e:
-        from edge.settings import describe
-
-        raise BackendError(f"{cls.__name__} options: {describe(e)}") from None
+    return _BACKENDS.options(cls, options, cls.__name__)
 
 
 def open_backend(
