@@ -23,6 +23,7 @@ help:
 	@echo "make models fetch the default weights and build the default CPU bundle"
 	@echo "make data   fetch the default pedestrian clip"
 	@echo "make bench  print runtime speed figures"
+	@echo "make docs   the package's API documentation (pdoc) in docs/api/"
 	@echo "make serve  run the device service (CONFIG=file.yaml optional)"
 	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (README: Conversion)"
 	@echo "make calibration            build the default calibration set from the clip"
@@ -103,6 +104,12 @@ test: models data system-deps $(RKNN_VENV)/.done
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# The API documentation (NumPy docstrings rendered by pdoc) in docs/api/, not committed.
+.PHONY: docs
+docs: venv
+	$(PY) -m pdoc --docformat numpy --output-directory docs/api edge
+	@echo "open docs/api/index.html"
 
 bench: models data
 	$(PY) bench/runtime.py --source $(CLIP) --bundle $(BUNDLE)
