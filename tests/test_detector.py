@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge.bundle import load_bundle
-from edge.runtime.detector import Detector, decode_dfl, letterbox
+from edge.runtime.backends.base import open_backend
+from edge.runtime.detector import DECODERS, Detector, _grid, decode_dfl, letterbox, nms, to_tensor
 from edge.runtime.golden import box_iou
 from edge.runtime.models import open_model
 
@@ -87,3 +88,75 @@ def test_dfl_decode_of_a_known_box():
     cx, cy = (2 + 0.5) * 8, (3 + 0.5) * 8
     assert np.allclose(boxes[anchor], [cx - 32, cy - 32, cx + 32, cy + 32], atol=1e-3)
     assert scores.shape == (h * w, 2) and scores[anchor, 1] == pytest.approx(0.9)
+
+
+def numpy_tensor(image, preprocess, spec):
+    """The tensor by numpy's steps, as the runtime made it before blobFromImage."""
+    x = (image[..., ::-1] if preprocess["color"] == "RGB" else image)[None]
+    if spec.get("dtype", "float32") != "uint8":
+        x = (x.astype(np.float32) - np.float32(preprocess["mean"])) / np.float32(preprocess["std"])
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if spec.get("layout", "NCHW") == "NCHW" else x)
+
+
+@pytest.mark.parametrize(
+    ("preprocess", "spec"),
+    [({"color": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255]}, {}),
+     ({"color": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}, {}),
+     ({"color": "BGR", "mean": [1, 2, 3], "std": [4, 5, 6]}, {"layout": "NHWC"}),
+     ({"color": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255]}, {"layout": "NHWC", "dtype": "uint8"}),
+     ({"color": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255]}, {"layout": "NCHW", "dtype": "uint8"})],
+)
+def test_the_tensor_is_the_one_numpy_made(clip_frames, preprocess, spec):
+    image = letterbox(clip_frames[1], (640, 640))[0]
+    ours, reference = to_tensor(image, preprocess, spec), numpy_tensor(image, preprocess, spec)
+    assert ours.dtype == reference.dtype and ours.shape == reference.shape and ours.flags.c_contiguous
+    # (x - mean) * (1 / std) against (x - mean) / std: at most a rounding step apart.
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+
+
+def every_anchor_postprocess(detector, outputs, box, shape, conf_th=0.3, iou_th=0.7):
+    """Detector.postprocess as it was: every anchor decoded, then the threshold."""
+    boxes, scores = DECODERS[detector._output["layout"]](outputs, detector._output)
+    classes = scores.argmax(axis=1)
+    conf = scores[np.arange(len(classes)), classes]
+    mask = (conf > conf_th) & np.isin(classes, detector._persons)
+    boxes, conf, classes = boxes[mask], conf[mask], classes[mask]
+    keep = nms(boxes, conf, classes, iou_th, detector.max_det)
+    boxes = (boxes[keep] - [box.pad_x, box.pad_y, box.pad_x, box.pad_y]) / box.gain
+    h, w = shape[:2]
+    return boxes.clip(0, [w, h, w, h]).astype(np.float32), conf[keep], classes[keep]
+
+
+@pytest.fixture(scope="module")
+def zoo_detector(tmp_path_factory, weights, bundle_dir):
+    """The default checkpoint in the model-zoo layout (score sums beside the scores)."""
+    from edge.convert.heads import export_head
+
+    path = tmp_path_factory.mktemp("zoo") / "zoo.onnx"
+    entry = {**load_bundle(bundle_dir).model("detector"), "output": export_head(weights, path, "zoo")}
+    return Detector(open_backend(path, "onnx", {"threads": 2}), entry)
+
+
+@pytest.mark.parametrize("layout", ["stock", "zoo"])
+def test_decoding_only_anchors_that_can_pass_changes_no_detection(
+    layout, detector, zoo_detector, clip_frames
+):
+    model = detector if layout == "stock" else zoo_detector
+    found = 0
+    for frame in clip_frames:
+        tensor, box = model.preprocess(frame)
+        outputs = model.backend.run([tensor])
+        for conf_th in (0.05, 0.3, 0.6):
+            ours = model.postprocess(outputs, box, frame.shape, conf_th)
+            boxes, scores, classes = every_anchor_postprocess(model, outputs, box, frame.shape, conf_th)
+            # The same boxes, to the float rounding of a smaller dot product.
+            np.testing.assert_allclose(ours.boxes, boxes, atol=1e-3)
+            np.testing.assert_array_equal(ours.scores, scores)
+            np.testing.assert_array_equal(ours.classes, classes)
+            found += len(ours)
+    assert found >= 50
+
+
+def test_the_anchor_grid_is_built_once():
+    assert _grid(80, 80) is _grid(80, 80) and not _grid(80, 80).flags.writeable
+    assert _grid(2, 3).T.tolist() == [[x + 0.5, y + 0.5] for y in range(2) for x in range(3)]

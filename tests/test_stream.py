@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,58 @@ def test_a_live_conf_th_reaches_detector_and_tracker_on_the_next_frame(bundle_di
     tracked = sorted(round(p.confidence, 4) for p in after[0].persons)
     assert tracked == sorted(round(float(score), 4) for score in expected.scores)
     assert first.conf_th == 0.6 and vars(detector) == state, "no object was changed under the stream"
+
+
+class _Keep(Sink):
+    """Keeps each finished frame's JSON form and how many frames had been submitted by then."""
+
+    def __init__(self, backend) -> None:  # noqa: ANN001 - a counting backend
+        self.results: list[dict] = []
+        self.submitted: list[int] = []
+        self._backend = backend
+
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
+        self.results.append(result.to_dict())
+        self.submitted.append(self._backend.submitted)
+        return True
+
+
+def test_in_flight_results_equal_the_serial_ones_frame_by_frame(bundle_dir, clip, monkeypatch):
+    from edge.runtime.pipeline import Pipeline
+    from edge.runtime.tracking import make_tracker
+
+    detector = load_detector(load_bundle(bundle_dir), {"threads": 2})
+    backend = detector.backend
+    threads: set[str] = set()
+    run, submit = backend.run, backend.submit
+
+    def recording_run(inputs):  # noqa: ANN001, ANN202
+        threads.add(threading.current_thread().name)
+        return run(inputs)
+
+    def counting_submit(inputs):  # noqa: ANN001, ANN202
+        backend.submitted += 1
+        return submit(inputs)
+
+    monkeypatch.setattr(backend, "run", recording_run)
+    monkeypatch.setattr(backend, "submit", counting_submit)
+    backend.submitted = 0
+    settings = RuntimeSettings(attributes=False)
+    kept, models = _Keep(backend), StreamModels(detector)  # the same models each frame: no reload
+    with open_source(str(clip)) as source:
+        StreamLoop(source, lambda: models, lambda: settings, [kept]).run(max_frames=FRAMES)
+    assert threads == {"onnxruntime_0"}, "inference ran in the backend's worker thread"
+    # Frame k was finished after frame k + 1 had been submitted: its inference overlapped.
+    assert kept.submitted[:-1] == [k + 2 for k in range(FRAMES - 1)], kept.submitted
+
+    with open_source(str(clip)) as source:
+        pipeline = Pipeline(lambda size: make_tracker("sfsort", source.fps, size, conf_th=settings.conf_th))
+        serial = []
+        for frame, _ in zip(source, range(FRAMES), strict=False):
+            found = detector(frame.image, settings.conf_th, settings.iou_th)
+            result = pipeline.process(frame, found, settings)
+            result.classes = detector.classes
+            serial.append(result.to_dict())
+    assert sum(len(r["detections"]) for r in serial) >= 3 * FRAMES
+    assert kept.results == serial
+    backend.close()

@@ -3,9 +3,13 @@
 ``edge run`` and every stream of the service run this loop; the service adds only its
 thread, its figures and the model swap (:mod:`edge.service.streams`).
 
-The loop keeps as many frames in flight on the detector's backend as the backend can
-work on at once (``Backend.parallel``: an RKNN pool has one per NPU core) and finishes
-them in frame order: decode, track, dispatch and merge attributes, then the sinks.
+The loop keeps frames in flight on the detector's backend: as many as the backend
+computes at once (``Backend.parallel``: an RKNN pool has one per NPU core, an OpenVINO
+queue one per stream, onnxruntime's worker thread one) and one more, submitted behind
+them, so that the backend starts on the next frame the moment one is done. Meanwhile
+this thread reads and pre-processes the next frame and finishes the oldest in flight,
+in frame order: decode, track, dispatch and merge attributes, then the sinks. A live
+source still hands over only its newest frame: the loop takes one when it has room.
 Each frame is finished with one frozen settings snapshot, read when it is finished, so
 a live change reaches the detector's thresholds, the tracker and the send policy on the
 same frame, and nothing is written into shared objects.
@@ -120,7 +124,7 @@ class StreamLoop:
                     models = latest
                     self.pipeline.use(models.attributes)
                 self._submit(frame, models, in_flight)
-                while len(in_flight) >= models.detector.backend.parallel:
+                while len(in_flight) > models.detector.backend.parallel:
                     self._finish(in_flight.popleft())
             self._drain(in_flight)
             ok = True

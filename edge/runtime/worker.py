@@ -337,8 +337,9 @@ class AttributeWorker(AttributeLink):
         track_id : int
             The track the crop belongs to; its answer carries it.
         crop : numpy.ndarray
-            BGR ``uint8`` ``H x W x 3`` person crop. It is copied, so the frame it is
-            a view of may change afterwards.
+            BGR ``uint8`` ``H x W x 3`` person crop, handed over: it is queued as it is
+            and must not change afterwards (:func:`edge.runtime.pipeline.crop` cuts a
+            copy of its own, so the sinks may draw on the frame).
 
         Returns
         -------
@@ -347,8 +348,7 @@ class AttributeWorker(AttributeLink):
             one (counted in ``drops``).
         """
         self._counts["requests"] += 1
-        # Copy now: the crop is usually a view of a frame that the sinks draw on next.
-        return self._queue.push((int(track_id), crop.copy()))
+        return self._queue.push((int(track_id), crop))
 
     def poll(self) -> list[tuple[int, dict[str, str]]]:
         """Return the answers that have arrived; never blocks.
