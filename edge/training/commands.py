@@ -1,4 +1,7 @@
-"""The ``edge collect`` and ``edge dataset ...`` subcommands: parse, call one function, report."""
+"""The ``edge collect``, ``edge dataset ...``, ``edge train`` and ``edge evaluate`` subcommands.
+
+Each parses its options, calls one function, and reports.
+"""
 
 from __future__ import annotations
 
@@ -97,6 +100,91 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+RECIPE_OPTIONS = ("arch", "shared", "input_size", "backbone", "optimizer", "lr", "weight_decay", "momentum",
+                  "batch", "patience", "score", "class_weights", "seed")
+"""The options of ``edge train`` that make its Recipe (a resumed training takes the checkpoint's)."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from edge.convert.attribute_net import read_checkpoint
+    from edge.training.train import Recipe, Run, resumed_recipe, train
+
+    given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
+    if args.resume is not None:
+        recipe = resumed_recipe(read_checkpoint(args.resume), args.resume, given)
+    else:
+        recipe = Recipe(**{**given, "backbone": str(args.backbone) if args.backbone else None})
+    done = train(Run(args.datasets, args.out, recipe, epochs=args.epochs, resume=args.resume,
+                     device=args.device, workers=args.workers, progress=not args.quiet))
+    print("\n".join(done.lines()))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from edge.convert.attribute_metrics import table
+    from edge.training.evaluate import evaluate_checkpoint
+
+    out = args.out or args.checkpoint.parent / f"evaluate-{args.checkpoint.stem}-{args.split}"
+    result = evaluate_checkpoint(args.checkpoint, args.datasets, args.split, out, args.device)
+    print("\n".join([*table(result.scores), f"loss {result.loss:.4f}",
+                     f"wrote {out / 'report.md'}, {out / 'confusion.png'}, {out / 'metrics.json'}"]))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from edge.convert.attribute_metrics import SCORES
+    from edge.convert.attribute_net import ARCHITECTURES
+    from edge.training.train import OPTIMIZERS, Recipe
+
+    d = Recipe()
+    p = sub.add_parser(
+        "train", help="train the attribute classifier on datasets (host)",
+        description="Train the attribute network on the train crops of the datasets, validating on their "
+        "val crops every epoch (loss, accuracy and mA per attribute); stop early when the watched score "
+        "stops improving. Writes epoch_NNN.pt every fifth epoch and at the end, best.pt, metrics.json and "
+        "plots.pdf into --out. With --resume the network and its settings are the checkpoint's.",
+    )
+    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="dataset folders")
+    p.add_argument("--out", type=Path, required=True, help="output folder, e.g. runs/train/NAME")
+    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help=f"backbone ({d.arch})")
+    p.add_argument("--ensemble", dest="shared", action="store_const", const=False, default=None,
+                   help="one backbone per attribute, as the original system (default: one shared backbone)")
+    p.add_argument("--input-size", type=int, default=None, help=f"crop side in pixels ({d.input_size})")
+    p.add_argument("--backbone", type=Path, default=None,
+                   help="start from a torchvision ResNet's weights without its classifier (.pt state_dict)")
+    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"({d.optimizer})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate ({d.lr})")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"L2 weight decay ({d.weight_decay})")
+    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum ({d.momentum})")
+    p.add_argument("--batch", type=int, default=None, help=f"crops per step ({d.batch})")
+    p.add_argument("--epochs", type=int, default=100, help="the last epoch (100)")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"stop after this many epochs without a better score ({d.patience})")
+    p.add_argument("--score", default=None, choices=SCORES,
+                   help=f"validation score early stopping watches ({d.score}: label-based mean accuracy)")
+    p.add_argument("--class-weights", action="store_const", const=True, default=None,
+                   help="weigh labels against their imbalance in the training crops")
+    p.add_argument("--seed", type=int, default=None, help=f"({d.seed})")
+    p.add_argument("--resume", type=Path, default=None, help="go on from this checkpoint (epoch_NNN.pt)")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if there is one")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (0: in this one)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "evaluate", help="evaluate an attribute checkpoint on a dataset split (host)",
+        description="Accuracy and mA per attribute, confusion matrices (confusion.png) and report.md.",
+    )
+    e.add_argument("checkpoint", type=Path, help="a checkpoint of edge train (best.pt, epoch_NNN.pt)")
+    e.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="dataset folders")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="(test)")
+    e.add_argument("--out", type=Path, default=None,
+                   help="report folder (default: beside the checkpoint, evaluate-<checkpoint>-<split>)")
+    e.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if there is one")
+    e.set_defaults(func=_evaluate)
+
+
 def _add_collect(sub: argparse._SubParsersAction) -> None:
     from edge.training.selection import Recipe
     from edge.training.splits import VAL_SHARE
@@ -180,6 +268,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``edge collect`` and ``edge dataset check|export|import|stats|merge`` (host only)."""
+    """Add ``edge collect``, ``edge dataset ...``, ``edge train`` and ``edge evaluate`` (host only)."""
     _add_collect(sub)
     _add_dataset(sub)
+    _add_train(sub)

@@ -1,0 +1,224 @@
+"""``edge train`` and ``edge evaluate`` on real crops of the default clip, recoloured (tests/recoloured.py).
+
+One short CPU training (resnet18, 64-pixel crops, 5 epochs) serves most tests; the
+early-stopping run and the bad inputs use a few crops more.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from attribute_datasets import assert_refused, edge
+from pypdf import PdfReader
+from recoloured import collect_crops, recoloured
+
+from edge import schema
+from edge.cli import main
+from edge.convert.attribute_metrics import IGNORE, scores
+from edge.convert.attribute_net import AttributeNet, load_backbone, read_checkpoint
+from edge.runtime.attributes import prepare_crop
+from edge.runtime.detector import to_tensor
+from edge.training.dataset import load_dataset, write_dataset
+from edge.training.loss import HeadsLoss, class_weights
+from edge.training.transforms import eval_transform, train_transform
+
+EPOCHS = 5
+TRAIN = ("--arch", "resnet18", "--input-size", "64", "--batch", "16", "-q")
+TOP_COLOR_BAR = 0.7
+"""Held-out top_color accuracy the short training must reach (chance 0.25; measured 0.96)."""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, clip: Path, bundle_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("training")
+    return recoloured(collect_crops(clip, bundle_dir, root), root / "recoloured").path
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "train"
+    assert main(["train", str(dataset), "--out", str(out), "--epochs", str(EPOCHS), *TRAIN]) == 0
+    return out
+
+
+def metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_held_out_top_color_is_learnt_far_above_chance(trained: Path, dataset: Path, capsys) -> None:
+    rc, out, err = edge(capsys, "evaluate", trained / "best.pt", dataset, "--split", "test",
+                        "--out", trained / "test")
+    assert rc == 0, err
+    figures = json.loads((trained / "test" / "metrics.json").read_text())
+    test_crops = load_dataset(dataset).meta["counts"]["test"]
+    assert figures["crops"] == test_crops >= 15
+    top = figures["per_attribute"]["top_color"]
+    assert top["known"] == test_crops and top["accuracy"] >= TOP_COLOR_BAR, top
+    assert figures["per_attribute"]["gender"] == {"known": 0, "accuracy": None, "mA": None, "recall": {}}
+    report = (trained / "test" / "report.md").read_text()
+    assert "| top_color | " in report and "confusion.png" in report
+    assert (trained / "test" / "confusion.png").stat().st_size > 1000
+
+
+def test_a_checkpoint_every_fifth_epoch_holds_what_the_original_saved(trained: Path) -> None:
+    assert sorted(p.name for p in trained.glob("*.pt")) == ["best.pt", "epoch_005.pt"]
+    ckpt = read_checkpoint(trained / "epoch_005.pt")
+    assert ckpt["epoch"] == 5 and (ckpt["arch"], ckpt["shared"], ckpt["input_size"]) == ("resnet18", True, 64)
+    assert ckpt["optimizer"]["name"] == "adam"
+    params = ckpt["optimizer"]["params"]
+    assert params["lr"] == 0.001 and params["weight_decay"] == 0.0001
+    assert ckpt["optimizer"]["state_dict"]["state"], "the optimizer's moments are saved"
+    last = metrics(trained)["epochs"][-1]
+    assert ckpt["train_loss"] == last["train_loss"]
+    assert ckpt["val_loss"] == pytest.approx(last["val_loss"], abs=1e-6)
+    assert ckpt["mA"] == last["val"]["mA"] and ckpt["score"] == {"name": "mA", "value": last["val"]["mA"]}
+    assert set(ckpt["per_attribute"]) == set(schema.ATTRIBUTE_NAMES)
+    assert ckpt["datasets"][0]["name"] == "recoloured" and len(ckpt["datasets"][0]["sha256"]) == 64
+    assert [r["epoch"] for r in metrics(trained)["epochs"]] == list(range(1, EPOCHS + 1))
+
+
+def test_evaluate_reproduces_the_trainers_last_validation(trained: Path, dataset: Path, capsys) -> None:
+    rc, _, err = edge(capsys, "evaluate", trained / "epoch_005.pt", dataset, "--split", "val",
+                      "--out", trained / "val")
+    assert rc == 0, err
+    again = json.loads((trained / "val" / "metrics.json").read_text())
+    recorded = metrics(trained)["epochs"][-1]
+    assert again["loss"] == pytest.approx(recorded["val_loss"], abs=1e-5)
+    assert again["mA"] == recorded["val"]["mA"] and again["accuracy"] == recorded["val"]["accuracy"]
+    assert again["per_attribute"] == recorded["val"]["per_attribute"]
+
+
+def test_plots_pdf_has_the_loss_and_the_score_pages(trained: Path) -> None:
+    pages = PdfReader(trained / "plots.pdf").pages
+    assert len(pages) == 2
+    loss, score = (page.extract_text() for page in pages)
+    last = metrics(trained)["epochs"][-1]
+    assert "Loss per epoch" in loss and f"train {last['train_loss']:.4f}" in loss
+    assert f"validation {last['val_loss']:.4f}" in loss
+    assert "Mean score per epoch" in score and f"validation mA {last['val']['mA']:.4f}" in score
+
+
+@pytest.mark.slow
+def test_resume_goes_on_at_the_next_epoch_with_the_optimizer_state(trained: Path, dataset: Path,
+                                                                     tmp_path: Path, capsys) -> None:
+    rc, _, err = edge(capsys, "train", dataset, "--out", tmp_path, "--resume", trained / "epoch_005.pt",
+                      "--epochs", "6", "-q")
+    assert rc == 0, err
+    history = metrics(tmp_path)["epochs"]
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5, 6]
+    assert history[:5] == metrics(trained)["epochs"]
+    before, after = (read_checkpoint(p)["optimizer"]["state_dict"]["state"][0]["step"]
+                     for p in (trained / "epoch_005.pt", tmp_path / "epoch_006.pt"))
+    assert float(after) == float(before) * 6 / 5, "Adam went on counting its steps"
+    assert (tmp_path / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_a_run_whose_score_cannot_improve(dataset: Path, tmp_path: Path, capsys) -> None:
+    """Val: one crop four times, backpack yes twice and no twice: every answer scores 0.5, always."""
+    source = load_dataset(dataset)
+    train_rows = [r for r in source.rows if r["split"] == "train"][:8]
+    one = next(r for r in source.rows if r["split"] == "val")
+    val_rows = [{**one, "image": f"val/{k}.png", "backpack": ("yes", "no")[k % 2], "top_color": "",
+                 "bottom_color": ""} for k in range(4)]
+    images = {r["image"]: source.image_path(r) for r in train_rows}
+    images |= {r["image"]: source.image_path(one) for r in val_rows}
+    flat = write_dataset(tmp_path / "flat", train_rows + val_rows, images, {"tool": "tests"})
+    rc, out, err = edge(capsys, "train", flat.path, "--out", tmp_path / "run", "--epochs", "20",
+                        "--patience", "2", "--arch", "resnet18", "--input-size", "32", "-q")
+    assert rc == 0, err
+    history = metrics(tmp_path / "run")["epochs"]
+    assert [r["val"]["mA"] for r in history] == [0.5, 0.5, 0.5]
+    assert "stopped early after epoch 3" in out
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.pt")) == ["best.pt", "epoch_003.pt"]
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(dataset: Path, trained: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    out = tmp_path / "out"
+    source = load_dataset(dataset)
+    unlabelled = write_dataset(tmp_path / "empty", [{**r, "top_color": "", "bottom_color": ""}
+                                                    for r in source.rows[:3]],
+                               {r["image"]: source.image_path(r) for r in source.rows[:3]}, {"tool": "tests"})
+    assert_refused(edge(capsys, "train", unlabelled.path, "--out", out, *TRAIN),
+                   "no train crop has a known label")
+    other = tmp_path / "other-schema"
+    write_dataset(other, source.rows[:3], {r["image"]: source.image_path(r) for r in source.rows[:3]},
+                  {"tool": "tests"})
+    meta = json.loads((other / "dataset.json").read_text())
+    meta["schema"]["gender"] = ["male", "female", "other"]
+    (other / "dataset.json").write_text(json.dumps(meta))
+    assert_refused(edge(capsys, "train", other, "--out", out, *TRAIN), "other attributes or labels")
+
+    import torchvision
+
+    plain = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), plain)
+    assert_refused(edge(capsys, "evaluate", plain, dataset, "--out", out),
+                   "not an attribute-network checkpoint")
+    assert_refused(edge(capsys, "train", dataset, "--out", out, "--resume", trained / "epoch_005.pt",
+                        "--arch", "resnet34", "-q"), "resnet18", "arch='resnet34'")
+    resnet34 = tmp_path / "resnet34_backbone.pt"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), resnet34)
+    assert_refused(edge(capsys, "train", dataset, "--out", out, "--backbone", resnet34, *TRAIN),
+                   "not the weights of a torchvision resnet18 backbone")
+    wrong = tmp_path / "wrong.pt"
+    ckpt = read_checkpoint(trained / "epoch_005.pt")
+    torch.save({**ckpt, "arch": "resnet34"}, wrong)
+    assert_refused(edge(capsys, "evaluate", wrong, dataset, "--out", out),
+                   "not those of the resnet34 shared network it describes")
+    assert not out.exists()
+
+
+def test_a_backbone_file_starts_every_backbone(tmp_path: Path) -> None:
+    import torchvision
+
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "resnet18_backbone.pt")
+    for shared in (True, False):
+        net = AttributeNet("resnet18", shared, 64)
+        load_backbone(net, tmp_path / "resnet18_backbone.pt")
+        for backbone in net.backbones():
+            assert torch.equal(backbone.conv1.weight, resnet.conv1.weight)
+        assert len(net.backbones()) == (1 if shared else 9)
+
+
+def test_evaluation_crops_are_the_runtimes_pixels(clip_frames) -> None:
+    crop = clip_frames[1][100:300, 300:380]
+    preprocess = {"color": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    runtime = to_tensor(prepare_crop(crop, 64), preprocess)[0]
+    assert np.abs(eval_transform(64)(crop).numpy() - runtime).max() < 1e-5
+    torch.manual_seed(0)
+    augmented = train_transform(64)(crop)
+    assert augmented.shape == (3, 64, 64) and not torch.allclose(augmented, torch.from_numpy(runtime))
+
+
+def test_ma_is_the_mean_of_label_recalls_and_unknowns_are_skipped() -> None:
+    backpack = schema.ATTRIBUTE_NAMES.index("backpack")
+    truth = np.full((10, len(schema.ATTRIBUTES)), IGNORE)
+    truth[:, backpack] = [1] + [0] * 9  # one backpack in ten
+    always_no = np.zeros_like(truth)
+    figures = scores(always_no, truth)
+    assert figures.per_attribute["backpack"].accuracy == pytest.approx(0.9)
+    assert figures.per_attribute["backpack"].mA == pytest.approx(0.5)  # (TPR 0 + TNR 1) / 2
+    assert figures.mean("mA") == pytest.approx(0.5) and figures.per_attribute["gender"].known == 0
+    truth[0, backpack], truth[1, backpack] = 1, 1
+    answers = always_no.copy()
+    answers[0, backpack] = 1
+    assert scores(answers, truth).per_attribute["backpack"].mA == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_the_loss_ignores_unknown_labels_and_weighs_rare_ones() -> None:
+    torch.manual_seed(0)
+    outputs = tuple(torch.randn(4, len(labels)) for labels in schema.ATTRIBUTES.values())
+    labels = torch.full((4, len(schema.ATTRIBUTES)), IGNORE)
+    labels[:, 0] = torch.tensor([0, 1, 1, IGNORE])
+    expected = torch.nn.functional.cross_entropy(outputs[0][:3], labels[:3, 0])
+    assert HeadsLoss()(outputs, labels) == pytest.approx(float(expected))
+    weights = class_weights(np.array([[0] + [IGNORE] * 8] * 3 + [[1] + [IGNORE] * 8]))
+    assert weights[0] == [pytest.approx(4 / 6), pytest.approx(2.0)] and weights[1] == [1.0] * 4
