@@ -80,6 +80,10 @@ class PolicySettings(BaseModel):
         by at least this much over the confidence at its last capture.
     max_age_seconds : float
         A track not seen for longer than this is forgotten.
+    attr_crops_per_track : int
+        While a track's attributes are unsure (one below ``attr_min_confidence``), it is
+        sent again each time its last crop has been answered, until this many of its
+        crops were sent; the two rules above are not bounded by it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -89,6 +93,8 @@ class PolicySettings(BaseModel):
     score_th_capture: Seconds = Field(0.2, description="re-send a track whose confidence rose this much",
                                       json_schema_extra=LIVE)
     max_age_seconds: Seconds = Field(5.0, description="forget the send state of tracks unseen this long")
+    attr_crops_per_track: Count = Field(
+        4, description="most crops of a track sent while its attributes are unsure", json_schema_extra=LIVE)
 
 
 class RuntimeSettings(PolicySettings):
@@ -110,6 +116,9 @@ class RuntimeSettings(PolicySettings):
         Threads of the attribute model's backend, in its own process.
     retention_seconds : float
         Forget the attributes of tracks unseen this long.
+    attr_min_confidence : float
+        A track's attribute whose confidence (the quality-weighted mean probability of
+        its label over the track's answers) is below this reads ``"unknown"``.
     """
 
     conf_th: UnitInterval = Field(0.3, description="confidence threshold", json_schema_extra=LIVE)
@@ -120,6 +129,8 @@ class RuntimeSettings(PolicySettings):
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")
     retention_seconds: Seconds = Field(60.0, description="forget the attributes of tracks unseen this long")
+    attr_min_confidence: UnitInterval = Field(
+        0.6, description="a track's attribute less confident than this reads unknown", json_schema_extra=LIVE)
 
     def changed(self, changes: Mapping[str, Any]) -> RuntimeSettings:
         """Return a new snapshot with ``changes`` applied, all validated, or raise :class:`ConfigError`."""
@@ -130,7 +141,7 @@ LIVE_KEYS: tuple[str, ...] = tuple(
     name for name, field in RuntimeSettings.model_fields.items() if field.json_schema_extra == LIVE
 )
 """The settings that change while streams run: ``conf_th``, ``iou_th``, ``min_live_seconds``,
-``score_th_capture``."""
+``score_th_capture``, ``attr_crops_per_track``, ``attr_min_confidence``."""
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

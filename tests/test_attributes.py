@@ -33,9 +33,15 @@ def test_classifies_real_crops_into_schema_labels(classifier, clip_frames):
     crops = [clip_frames[1][100:300, 300:380], clip_frames[2][50:250, 500:600], clip_frames[3][:40, :20]]
     answers = classifier.classify(crops)
     assert len(answers) == 3
-    for answer in answers:
-        assert list(answer) == list(ATTRIBUTES)
-        assert all(answer[name] in labels for name, labels in ATTRIBUTES.items())
+    logits = classifier.logits(crops)
+    for i, answer in enumerate(answers):
+        assert list(answer.probabilities) == list(ATTRIBUTES)
+        for name, labels in ATTRIBUTES.items():
+            probabilities = np.array(answer.probabilities[name])
+            assert len(probabilities) == len(labels) and probabilities.sum() == pytest.approx(1.0)
+            assert probabilities.argmax() == logits[name][i].argmax()
+        assert not answer.trained, "the default bundle's model is untrained"
+    assert [a.quality for a in answers] == pytest.approx([200 / 224, 200 / 224, 40 / 224])  # longest / 224
     assert classifier.classify([]) == []
 
 

@@ -33,8 +33,9 @@ def test_run_on_the_clip(clip, bundle_dir, tmp_path):
     detections = [d for f in frames for d in f["detections"]]
     assert len(detections) > 100
     for d in detections:
-        assert set(d) == {"box", "class", "class_id", "track_id", "confidence", "attributes"}
-        assert list(d["attributes"]) == list(ATTRIBUTE_NAMES)
+        assert set(d) == {"box", "class", "class_id", "track_id", "confidence", "attributes",
+                          "attribute_scores"}
+        assert list(d["attributes"]) == list(d["attribute_scores"]) == list(ATTRIBUTE_NAMES)
         assert d["class"] in ("Normal", "Fall") and d["confidence"] > 0.3
     ids = {d["track_id"] for d in detections}
     assert len(ids) < len(detections) / 5, "track ids should persist across frames"

@@ -10,11 +10,12 @@ from functools import partial
 import pytest
 
 from edge.bundle import load_bundle
+from edge.runtime.evidence import CropAnswer
 from edge.runtime.models import load_detector, start_attribute_worker
 from edge.runtime.pipeline import Pipeline, TrackMemory, crop
 from edge.runtime.sources import Frame
 from edge.runtime.tracking import make_tracker
-from edge.schema import UNKNOWN
+from edge.schema import ATTRIBUTES, UNKNOWN
 from edge.settings import RuntimeSettings
 
 SPEC = RuntimeSettings()
@@ -40,7 +41,7 @@ def run_until(pipeline, detector, frames, condition, limit_s: float = 90.0, sett
 
 
 def answered(result) -> bool:
-    return any(p.attributes["gender"] != UNKNOWN for p in result.persons)
+    return any(p.attribute_scores["gender"] is not None for p in result.persons)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +68,16 @@ def test_attributes_arrive_and_merge_into_tracks(pipeline, detector, frames):
     assert first.persons and all(
         set(p.attributes.values()) == {UNKNOWN} for p in first.persons
     ), "unknown until the classifier answers"
-    result = run_until(pipeline, detector, frames, answered)
+    sure = SPEC.changed({"attr_min_confidence": 0.0})  # every answered attribute gets its label
+    result = run_until(pipeline, detector, frames, answered, settings=sure)
     stats = pipeline.attributes.stats()
     assert stats["requests"] >= 1 and stats["answers"] >= 1
-    known = [p for p in result.persons if p.attributes["gender"] != UNKNOWN]
-    assert all(UNKNOWN not in p.attributes.values() for p in known)
+    known = [p for p in result.persons if p.attribute_scores["gender"] is not None]
+    for person in known:
+        assert UNKNOWN not in person.attributes.values()
+        assert all(0 < score <= 1 for score in person.attribute_scores.values())
+        assert not person.attributes_trained, "the default bundle's model is untrained, and says so"
+        assert person.to_dict(["Normal", "Fall"])["attribute_scores"] == person.attribute_scores
 
 
 def test_a_killed_attribute_process_is_restarted_and_the_stream_goes_on(pipeline, detector, frames):
@@ -99,13 +105,15 @@ def test_a_live_threshold_change_reaches_the_tracker(detector, frames):
 
 
 def test_track_memory_forgets_after_retention():
+    female = CropAnswer({name: (1.0,) + (0.0,) * (len(labels) - 1) if name != "gender" else (0.0, 1.0)
+                         for name, labels in ATTRIBUTES.items()})
     memory = TrackMemory()
     memory.seen(7, now=0.0)
-    memory.answer(7, {"gender": "female"})
-    memory.answer(8, {"gender": "male"})  # never seen: ignored
-    assert memory.seen(7, now=30.0) == {"gender": "female"} and 8 not in memory.attributes
+    memory.answer(7, female)
+    memory.answer(8, female)  # never seen: ignored
+    assert memory.seen(7, now=30.0).decide(0.6)[0]["gender"] == "female" and 8 not in memory.evidence
     memory.forget_stale(now=90.5, retention_seconds=60)
-    assert 7 not in memory.attributes and 7 not in memory.last_seen
+    assert 7 not in memory.evidence and 7 not in memory.last_seen
 
 
 def test_crop_clips_to_the_frame_and_copies(frames):

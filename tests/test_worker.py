@@ -17,21 +17,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.runtime.evidence import CropAnswer
 from edge.runtime.worker import AttributeWorker
-from edge.schema import unknown_attributes
+from edge.schema import ATTRIBUTES
 
 CHANNEL_COLORS = ("blue", "green", "red")  # OpenCV's BGR channel order
 DEADLINE_S = 60.0  # only ever reached when something is broken
 
 
-class DominantColor:
-    """Label a crop's ``top_color`` by its strongest channel; fail on an all-black crop."""
+def certain(top_color: str) -> CropAnswer:
+    """An answer sure of ``top_color`` and undecided (uniform) on every other attribute."""
+    probabilities = {name: (1 / len(labels),) * len(labels) for name, labels in ATTRIBUTES.items()}
+    probabilities["top_color"] = tuple(float(label == top_color) for label in ATTRIBUTES["top_color"])
+    return CropAnswer(probabilities)
 
-    def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
+
+class DominantColor:
+    """Answer a crop's ``top_color`` by its strongest channel; fail on an all-black crop."""
+
+    def classify(self, crops: list[np.ndarray]) -> list[CropAnswer]:
         if any(not crop.any() for crop in crops):
             raise ValueError("an all-black crop")
         means = [crop.reshape(-1, 3).mean(axis=0) for crop in crops]
-        return [{"top_color": CHANNEL_COLORS[int(np.argmax(m))]} for m in means]
+        return [certain(CHANNEL_COLORS[int(np.argmax(m))]) for m in means]
 
 
 class FileFlag:
@@ -62,7 +70,7 @@ class GatedColor(DominantColor):
     def __init__(self, busy: FileFlag, gate: FileFlag, log: Path) -> None:
         self._busy, self._gate, self._log = busy, gate, log
 
-    def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
+    def classify(self, crops: list[np.ndarray]) -> list[CropAnswer]:
         with self._log.open("a") as log:
             log.write(f"{len(crops)}\n")
         self._busy.set()
@@ -81,11 +89,11 @@ def crop(track_id: int, shape: tuple[int, int] = (16, 8)) -> np.ndarray:
     return image
 
 
-def expected(track_id: int) -> dict[str, str]:
-    return unknown_attributes() | {"top_color": CHANNEL_COLORS[track_id % 3]}
+def expected(track_id: int) -> CropAnswer:
+    return certain(CHANNEL_COLORS[track_id % 3])
 
 
-Answers = dict[int, dict[str, str]]
+Answers = dict[int, CropAnswer]
 
 
 def poll_until(worker: AttributeWorker, done: Callable[[Answers], bool]) -> Answers:

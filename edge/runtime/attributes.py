@@ -1,5 +1,10 @@
 """Person-attribute classification: crop pre-processing and decoding the nine heads.
 
+Each crop is answered with the probabilities of every label (the softmax of each
+head's logits) and its quality weight (:mod:`edge.runtime.evidence`), so that a track's
+attributes can be the weighted mean of its answers, with a confidence, rather than one
+crop's argmax.
+
 Pre-processing follows the original system: resize the crop's longest side to the
 input size with bicubic interpolation, then centre it on a black square of that size
 (torchvision's ``CenterCrop`` pads a smaller image with zeros), RGB, ImageNet mean and
@@ -15,6 +20,7 @@ import numpy as np
 
 from edge.runtime.backends.base import Backend
 from edge.runtime.detector import input_size, to_tensor
+from edge.runtime.evidence import CropAnswer, crop_quality
 
 
 def prepare_crop(crop: np.ndarray, size: int) -> np.ndarray:
@@ -35,20 +41,28 @@ def prepare_crop(crop: np.ndarray, size: int) -> np.ndarray:
     return square
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Return the softmax of ``(crops, labels)`` logits along the labels."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 class AttributeClassifier:
-    """The attribute model on any backend: crops in, one label per attribute out.
+    """The attribute model on any backend: crops in, label probabilities per attribute out.
 
     Parameters
     ----------
     backend : Backend
         The backend holding the attribute model.
     entry : dict
-        The manifest's ``attributes`` entry (its ``schema`` names the labels).
+        The manifest's ``attributes`` entry (its ``schema`` names the labels, its
+        ``trained`` says whether the answers mean anything).
     """
 
     def __init__(self, backend: Backend, entry: dict[str, Any]) -> None:
         self.backend = backend
         self.schema: dict[str, list[str]] = entry["schema"]
+        self.trained = bool(entry.get("trained", False))
         self._preprocess = entry["preprocess"]
         self._input = entry["input"]
         shape = self._input["shape"]
@@ -75,13 +89,16 @@ class AttributeClassifier:
                 outputs[i].append(out[:n])
         return {name: np.concatenate(o) for name, o in zip(self.schema, outputs, strict=True)}
 
-    def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
-        """Return the most likely label of each attribute for each BGR crop."""
+    def classify(self, crops: list[np.ndarray]) -> list[CropAnswer]:
+        """Return each BGR crop's label probabilities per attribute and its quality weight."""
         if not crops:
             return []
         logits = self.logits(crops)
-        best = {name: logits[name].argmax(axis=1) for name in self.schema}
+        probabilities = {name: softmax(logits[name].astype(np.float64)) for name in self.schema}
         return [
-            {name: self.schema[name][int(best[name][i])] for name in self.schema}
-            for i in range(len(crops))
+            CropAnswer(
+                {name: tuple(float(p) for p in probabilities[name][i]) for name in self.schema},
+                crop_quality(*crop.shape[:2], self._size), self.trained,
+            )
+            for i, crop in enumerate(crops)
         ]

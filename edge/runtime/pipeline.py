@@ -16,23 +16,29 @@ from typing import Any
 import numpy as np
 
 from edge.runtime.detector import Detections
+from edge.runtime.evidence import CropAnswer, TrackEvidence
 from edge.runtime.policy import SendPolicy
 from edge.runtime.sources import Frame
 from edge.runtime.tracking import Tracker
 from edge.runtime.worker import AttributeLink
-from edge.schema import unknown_attributes
 from edge.settings import RuntimeSettings
 
 
 @dataclass
 class Person:
-    """One tracked person in one frame."""
+    """One tracked person in one frame.
+
+    ``attribute_scores`` holds each attribute's confidence (None before any answer);
+    ``attributes_trained`` is False when the answers came from an untrained model.
+    """
 
     box: tuple[float, float, float, float]
     cls: int
     track_id: int
     confidence: float
     attributes: dict[str, str]
+    attribute_scores: dict[str, float | None] = field(default_factory=dict)
+    attributes_trained: bool = True
 
     def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
         """Return the JSON form written to ``detections.jsonl`` and served by the API."""
@@ -43,6 +49,7 @@ class Person:
             "track_id": self.track_id,
             "confidence": round(self.confidence, 4),
             "attributes": self.attributes,
+            "attribute_scores": self.attribute_scores,
         }
 
 
@@ -72,26 +79,33 @@ class FrameResult:
 
 @dataclass
 class TrackMemory:
-    """Attributes received per track, forgotten once unseen for the retention time."""
+    """The answers received per track, forgotten once it is unseen for the retention time.
 
-    attributes: dict[int, dict[str, str]] = field(default_factory=dict)
+    Each track's answers are summed in a :class:`~edge.runtime.evidence.TrackEvidence`.
+    """
+
+    evidence: dict[int, TrackEvidence] = field(default_factory=dict)
     last_seen: dict[int, float] = field(default_factory=dict)
 
-    def seen(self, track_id: int, now: float) -> dict[str, str]:
-        """Mark a track seen and return its attributes (``unknown`` until answered)."""
+    def seen(self, track_id: int, now: float) -> TrackEvidence:
+        """Mark a track seen and return its evidence (no answer yet for a new track)."""
         self.last_seen[track_id] = now
-        return self.attributes.setdefault(track_id, unknown_attributes())
+        return self.evidence.setdefault(track_id, TrackEvidence())
 
-    def answer(self, track_id: int, attributes: dict[str, str]) -> None:
-        """Store the classifier's answer for a track still remembered."""
-        if track_id in self.attributes:
-            self.attributes[track_id] = attributes
+    def answer(self, track_id: int, answer: CropAnswer) -> None:
+        """Add the classifier's answer for a crop of a track still remembered."""
+        if track_id in self.evidence:
+            self.evidence[track_id].add(answer)
+
+    def forget_answers(self) -> None:
+        """Drop every answer (another model answers from now on); the tracks stay."""
+        self.evidence = {track_id: TrackEvidence() for track_id in self.evidence}
 
     def forget_stale(self, now: float, retention_seconds: float) -> None:
         """Drop tracks not seen for longer than ``retention_seconds``."""
         stale = [t for t, s in self.last_seen.items() if now - s > retention_seconds]
         for track_id in stale:
-            del self.last_seen[track_id], self.attributes[track_id]
+            del self.last_seen[track_id], self.evidence[track_id]
 
 
 def crop(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -129,7 +143,12 @@ class Pipeline:
         self.track_ids: set[int] = set()
 
     def use(self, attributes: AttributeLink | None) -> None:
-        """Send to another attribute process from now on (a reload); every track is sent again."""
+        """Send to another attribute process from now on (a reload); every track is sent again.
+
+        The answers of the previous model are dropped: they are not averaged with the new one's.
+        """
+        if attributes is not self.attributes:
+            self.memory.forget_answers()
         self.attributes = attributes
         self.policy = SendPolicy()
 
@@ -144,8 +163,8 @@ class Pipeline:
             self.tracker = self._tracker_factory(frame.image.shape[1::-1])
         tracks = self.tracker.update(detections.as_array(), frame.image, settings.conf_th)
         if self.attributes is not None:
-            for track_id, attributes in self.attributes.poll():
-                self.memory.answer(track_id, attributes)
+            for track_id, answer in self.attributes.poll():
+                self.memory.answer(track_id, answer)
         persons = [self._person(row, frame, now, settings) for row in tracks]
         self.policy.forget_stale(now, settings)
         self.memory.forget_stale(now, settings.retention_seconds)
@@ -154,10 +173,14 @@ class Pipeline:
     def _person(self, row: np.ndarray, frame: Frame, now: float, settings: RuntimeSettings) -> Person:
         track_id, conf = int(row[4]), float(row[5])
         self.track_ids.add(track_id)
-        attributes = self.memory.seen(track_id, now)
-        if self.attributes is not None and self.policy.should_send(track_id, conf, now, settings):
+        evidence = self.memory.seen(track_id, now)
+        unsure = evidence.unsure(settings.attr_min_confidence)
+        if self.attributes is not None and self.policy.should_send(
+            track_id, conf, now, settings, unsure=unsure, answered=evidence.answers
+        ):
             person_crop = crop(frame.image, row[:4])
             if person_crop is not None:
                 self.attributes.submit(track_id, person_crop)
+        attributes, scores = evidence.decide(settings.attr_min_confidence)
         box = tuple(float(v) for v in row[:4])
-        return Person(box, int(row[6]), track_id, conf, dict(attributes))
+        return Person(box, int(row[6]), track_id, conf, attributes, scores, evidence.trained)

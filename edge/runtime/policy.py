@@ -22,14 +22,18 @@ class _TrackRecord:
     first_seen: float
     last_seen: float
     captured_score: float | None = None
+    sent: int = 0
 
 
 class SendPolicy:
     """Decide, frame by frame, which tracks go to the attribute classifier.
 
     A track is first seen at its first call to :meth:`should_send`. It is sent once it
-    has lived ``min_live_seconds``; after that only when its score has risen by at
-    least ``score_th_capture`` over its score at the last capture.
+    has lived ``min_live_seconds``; after that when its score has risen by at least
+    ``score_th_capture`` over its score at the last capture, or, while its attributes
+    are unsure, as soon as every crop sent has been answered, until
+    ``attr_crops_per_track`` crops were sent (waiting for the answer paces the extra
+    crops to the attribute process: a track never has two of them waiting).
     """
 
     def __init__(self) -> None:
@@ -39,7 +43,8 @@ class SendPolicy:
         """Return the number of tracks the policy remembers."""
         return len(self._tracks)
 
-    def should_send(self, track_id: int, score: float, now: float, rules: PolicySettings = _SPEC) -> bool:
+    def should_send(self, track_id: int, score: float, now: float, rules: PolicySettings = _SPEC,
+                    unsure: bool = False, answered: int = 0) -> bool:
         """Record that a track was seen and say whether to send its crop now.
 
         Parameters
@@ -52,6 +57,10 @@ class SendPolicy:
             The frame's time in seconds (any monotonic origin).
         rules : PolicySettings
             The frame's rules; those of SPEC.md by default.
+        unsure : bool
+            Whether one of the track's attributes is still below ``attr_min_confidence``.
+        answered : int
+            How many of the track's crops have been answered.
 
         Returns
         -------
@@ -64,9 +73,11 @@ class SendPolicy:
         if record.captured_score is None:
             send = now - record.first_seen >= rules.min_live_seconds - _EPS
         else:
-            send = score - record.captured_score >= rules.score_th_capture - _EPS
+            send = score - record.captured_score >= rules.score_th_capture - _EPS or (
+                unsure and answered >= record.sent and record.sent < rules.attr_crops_per_track)
         if send:
             record.captured_score = score
+            record.sent += 1
         return send
 
     def forget_stale(self, now: float, rules: PolicySettings = _SPEC) -> list[int]:

@@ -35,15 +35,25 @@ def _label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[i
     cv2.putText(image, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
 
 
+UNTRAINED = "attributes: UNTRAINED model"
+"""Drawn over a track whose attributes come from an untrained model (noise, not answers)."""
+
+
 def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
-    """Return a copy of ``image`` with boxes, track ids and known attributes drawn."""
+    """Return a copy of ``image`` with boxes, track ids and known attributes (with confidence) drawn.
+
+    A track answered by an untrained model says so (:data:`UNTRAINED`) above its attributes.
+    """
     out = image.copy()
     for person in result.persons:
         color = tuple(int(c) for c in _PALETTE[person.track_id % len(_PALETTE)])
         x1, y1, x2, y2 = (int(v) for v in person.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
         lines = [f"#{person.track_id} {person.confidence:.2f}"]
-        lines += [f"{k}: {v}" for k, v in person.attributes.items() if v != UNKNOWN][:4]
+        if not person.attributes_trained:
+            lines.append(UNTRAINED)
+        lines += [f"{k}: {v} {person.attribute_scores[k]:.2f}"
+                  for k, v in person.attributes.items() if v != UNKNOWN][:4]
         for i, text in enumerate(lines):
             y = max(y1 - 4 - 13 * (len(lines) - 1 - i), 10)
             _label(out, text, (x1, y), color)

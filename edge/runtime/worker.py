@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.schema import ATTRIBUTE_NAMES, UNKNOWN
+from edge.runtime.evidence import CropAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +45,14 @@ _MIN_RESTART_DELAY_S = 1.0
 _MAX_RESTART_DELAY_S = 60.0
 
 _Request = tuple[int, np.ndarray]
-_Answer = tuple[int, dict[str, str] | None]
-"""A track id and its attributes; None when the classifier failed on the crop."""
+_Answer = tuple[int, CropAnswer | None]
+"""A track id and its crop's answer; None when the classifier failed on the crop."""
 
 
 class Classifier(Protocol):
-    """What the attribute process runs: crops in, one attribute dict per crop out."""
+    """What the attribute process runs: crops in, one answer per crop out."""
 
-    def classify(self, crops: list[np.ndarray]) -> list[dict[str, str]]:
+    def classify(self, crops: list[np.ndarray]) -> list[CropAnswer]:
         """Classify a batch of person crops.
 
         Parameters
@@ -62,8 +62,9 @@ class Classifier(Protocol):
 
         Returns
         -------
-        list of dict
-            For each crop, attribute name -> label (see :mod:`edge.schema`).
+        list of CropAnswer
+            For each crop, the probabilities of every attribute's labels (see
+            :mod:`edge.schema`) and the crop's quality weight.
         """
         ...
 
@@ -80,13 +81,8 @@ class AttributeLink(ABC):
         """Queue a track's crop; return False when an older request had to be dropped for it."""
 
     @abstractmethod
-    def poll(self) -> list[tuple[int, dict[str, str]]]:
-        """Return the answers that have arrived, as ``(track_id, attributes)``."""
-
-
-def _with_schema(attributes: dict[str, str]) -> dict[str, str]:
-    """Return the nine attributes in schema order, ``"unknown"`` where one is missing."""
-    return {name: attributes.get(name, UNKNOWN) for name in ATTRIBUTE_NAMES}
+    def poll(self) -> list[tuple[int, CropAnswer]]:
+        """Return the answers that have arrived, as ``(track_id, answer)``."""
 
 
 def _take_batch(requests: Connection, batch_size: int) -> tuple[list[_Request], bool]:
@@ -109,7 +105,7 @@ def _classify(classifier: Classifier, batch: list[_Request]) -> list[_Answer]:
     ids = [track_id for track_id, _ in batch]
     try:
         results = classifier.classify([crop for _, crop in batch])
-        return [(i, _with_schema(a)) for i, a in zip(ids, results, strict=True)]
+        return list(zip(ids, results, strict=True))
     except Exception:  # a bad batch must not kill the process and its loaded model
         logger.exception("attribute classifier failed on a batch of %d crops", len(batch))
         return [(i, None) for i in ids]
@@ -286,7 +282,7 @@ class AttributeWorker(AttributeLink):
     --------
     >>> with AttributeWorker(make_classifier) as worker:  # doctest: +SKIP
     ...     worker.submit(track_id, crop)
-    ...     for track_id, attributes in worker.poll():
+    ...     for track_id, answer in worker.poll():
     ...         ...
     """
 
@@ -350,7 +346,7 @@ class AttributeWorker(AttributeLink):
         self._counts["requests"] += 1
         return self._queue.push((int(track_id), crop))
 
-    def poll(self) -> list[tuple[int, dict[str, str]]]:
+    def poll(self) -> list[tuple[int, CropAnswer]]:
         """Return the answers that have arrived; never blocks.
 
         Also restarts the attribute process when it has died; the requests it had
@@ -358,8 +354,8 @@ class AttributeWorker(AttributeLink):
 
         Returns
         -------
-        list of (int, dict)
-            ``(track_id, attributes)`` with the nine attributes of :mod:`edge.schema`.
+        list of (int, CropAnswer)
+            ``(track_id, answer)``: the crop's label probabilities and quality.
         """
         child = self._child
         received = child.receive() if child is not None else []
@@ -447,7 +443,7 @@ class AttributeWorker(AttributeLink):
             self._queue.drops += child.in_flight
             return child.in_flight
 
-    def _tally(self, received: list[_Answer]) -> list[tuple[int, dict[str, str]]]:
+    def _tally(self, received: list[_Answer]) -> list[tuple[int, CropAnswer]]:
         answers = [(track_id, attrs) for track_id, attrs in received if attrs is not None]
         self._counts["answers"] += len(answers)
         self._counts["errors"] += len(received) - len(answers)
