@@ -10,8 +10,15 @@ pool's ordering overhead per frame.
    (tests/standins: no NPU here): with inference that costs nothing, the pool's cost per
    frame (dispatch to a core's thread, a future, reading results in frame order) over a
    plain call; with 10 ms inference per frame, the throughput of three cores over one.
+   With ``--npu`` (on a Rockchip board) the same pool runs the bundle's own ``.rknn``
+   detector on the real NPU instead: a direct call, one core, every core.
 
     .venv/bin/python bench/service.py --bundle models/default/cpu --clip data/vtest.avi
+
+On a board after a deploy, with the deployed venv (README, "Proving a board")::
+
+    /opt/silhouette-edge/current/venv/bin/python bench/service.py --npu \
+        --bundle /opt/silhouette-edge/current/bundle --clip vtest.avi --backend-option cores=3
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path[:0] = [str(TESTS), str(TESTS / "standins")]
+sys.path[:0] = [str(TESTS)]
 
 from rtsp import rtsp_server  # noqa: E402
 from service import EdgeService, wait_until  # noqa: E402
@@ -38,11 +45,12 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else 0.0
 
 
-def service_figures(bundle: Path, clip: Path, seconds: float, rtsp: bool) -> None:
+def service_figures(bundle: Path, clip: Path, seconds: float, rtsp: bool, backend: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         folder = Path(tmp)
+        settings = {"backend": backend} if backend else {}  # else EdgeService's threads=1
         service = EdgeService(folder, bundle=str(bundle.resolve()), media_root=str(clip.resolve().parent),
-                              results_dir=str(folder / "results"), max_streams=2)
+                              results_dir=str(folder / "results"), max_streams=2, **settings)
         started = time.monotonic()
         service.start()
         print(f"service ready in {time.monotonic() - started:.1f} s")
@@ -83,18 +91,23 @@ def service_figures(bundle: Path, clip: Path, seconds: float, rtsp: bool) -> Non
           f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
 
 
-def run_pipelined(backend, frames: list[list[np.ndarray]]) -> float:
-    """Keep ``parallel`` frames in flight and read results in frame order; return seconds."""
+def run_pipelined(backend, frames: list[list[np.ndarray]], echo: bool = True) -> float:
+    """Keep ``parallel`` frames in flight and read results in frame order; return seconds.
+
+    ``echo``: the stand-in answers each frame's first value, checked to be in frame order.
+    """
     in_flight: deque = deque()
     started = time.perf_counter()
     for i, frame in enumerate(frames):
         in_flight.append((i, backend.submit(frame)))
         if len(in_flight) >= backend.parallel:
             index, future = in_flight.popleft()
-            assert int(future.result()[0][0]) == index % 256
+            result = future.result()
+            assert not echo or int(result[0][0]) == index % 256
     while in_flight:
         index, future = in_flight.popleft()
-        assert int(future.result()[0][0]) == index % 256
+        result = future.result()
+        assert not echo or int(result[0][0]) == index % 256
     return time.perf_counter() - started
 
 
@@ -103,7 +116,34 @@ def per_frame_us(run, frames: int, repeats: int = 5) -> float:
     return statistics.median(run() / frames * 1e6 for _ in range(repeats))
 
 
+def npu_figures(bundle: Path, frames: int) -> None:
+    """The RKNNLite pool on this board's NPU with the bundle's detector (a Rockchip board)."""
+    import json
+
+    from edge.runtime.backends.base import open_backend
+
+    entry = json.loads((bundle / "manifest.json").read_text())["models"]["detector"]
+    if entry["format"] != "rknn":
+        sys.exit(f"--npu: {bundle} has a {entry['format']} detector, not an .rknn one")
+    model = bundle / entry["file"]
+    inputs = [[np.full(entry["input"]["shape"], i % 256, np.uint8)] for i in range(frames)]
+    with open_backend(model, "rknn", {"cores": 1}) as one:
+        run_pipelined(one, inputs[:5], echo=False)  # warm up
+        started = time.perf_counter()
+        for x in inputs:
+            one.submit(x).result()
+        direct = frames / (time.perf_counter() - started)
+    with open_backend(model, "rknn", {}) as every:
+        run_pipelined(every, inputs[:5], echo=False)
+        pooled = frames / run_pipelined(every, inputs, echo=False)
+        cores = every.parallel
+    print(f"\nRKNNLite on this board's NPU, {model.name}, {frames} frames of {entry['input']['shape']}:")
+    print(f"  one core, one frame at a time {direct:.1f} fps; pool of {cores} cores, {cores} in flight "
+          f"{pooled:.1f} fps ({pooled / direct:.2f}x), results in frame order")
+
+
 def pool_figures(frames: int) -> None:
+    sys.path.insert(0, str(TESTS / "standins"))  # no NPU here: the stand-in for rknn-toolkit-lite2
     from rknnlite.api import RKNNLite
 
     from edge.runtime.backends.base import open_backend
@@ -149,9 +189,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to measure the service")
     parser.add_argument("--rtsp", action="store_true", help="serve the two streams over RTSP")
     parser.add_argument("--pool-frames", type=int, default=2000)
+    parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="the service's detector backend option, e.g. cores=3 for an rk3588 bundle "
+                        "(default threads=1)")
+    parser.add_argument("--npu", action="store_true",
+                        help="on a Rockchip board: the pool figures with the bundle's .rknn on the real NPU")
     args = parser.parse_args()
-    service_figures(args.bundle, args.clip, args.seconds, args.rtsp)
-    pool_figures(args.pool_frames)
+    backend = {}
+    for option in args.backend_option:
+        key, _, value = option.partition("=")
+        backend[key] = int(value) if value.isdigit() else value
+    service_figures(args.bundle, args.clip, args.seconds, args.rtsp, backend)
+    if args.npu:
+        npu_figures(args.bundle, min(args.pool_frames, 300))
+    else:
+        pool_figures(args.pool_frames)
 
 
 if __name__ == "__main__":
