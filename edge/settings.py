@@ -23,7 +23,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
@@ -178,6 +186,9 @@ class ServiceSettings(BaseSettings):
         The bundle folder (holding ``manifest.json``).
     token : str
         Bearer token for the job and control endpoints; empty means none is needed.
+    token_file : str
+        A file holding the token instead (a systemd credential, a secret from a vault):
+        read at start, surrounding whitespace stripped; ``token`` must then be empty.
     media_root : str
         Local video files given to jobs must lie under this folder.
     results_dir : str
@@ -210,6 +221,7 @@ class ServiceSettings(BaseSettings):
     listen: str = "127.0.0.1:8000"
     bundle: str = "models/default/cpu"
     token: str = Field("", repr=False)
+    token_file: str = ""
     media_root: str = "data"
     results_dir: str = "runs/service"
     results_keep_days: float = 30.0
@@ -247,6 +259,21 @@ class ServiceSettings(BaseSettings):
         if not all(33 <= ord(c) <= 126 for c in token):
             raise ValueError("must be printable ASCII without spaces (it travels in an HTTP header)")
         return token
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_file(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not data.get("token_file"):
+            return data
+        if data.get("token"):
+            raise ValueError("token_file: give the token or a token_file, not both")
+        try:
+            token = Path(str(data["token_file"])).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"token_file: cannot read the token: {e.strerror or e}") from None
+        if not token:
+            raise ValueError(f"token_file: {data['token_file']} is empty")
+        return {**data, "token": token}
 
     @field_validator("bundle", "media_root", "results_dir")
     @classmethod
@@ -312,7 +339,7 @@ class _Environment(EnvSettingsSource):
 def load_service_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> ServiceSettings:
     """Read the service settings: the YAML file (none: defaults), then the environment.
 
-    Environment overrides: ``EDGE_LISTEN``, ``EDGE_BUNDLE``, ``EDGE_TOKEN``,
+    Environment overrides: ``EDGE_LISTEN``, ``EDGE_BUNDLE``, ``EDGE_TOKEN``, ``EDGE_TOKEN_FILE``,
     ``EDGE_MEDIA_ROOT``, ``EDGE_RESULTS_DIR``, ``EDGE_RESULTS_KEEP_DAYS``, ``EDGE_MAX_STREAMS``,
     ``EDGE_SELFTEST_ON_START``, and one key of a table with a double underscore:
     ``EDGE_RUNTIME__CONF_TH=0.4``, ``EDGE_BACKEND__THREADS=2``, ``EDGE_ATTRIBUTES__THREADS=1``,

@@ -2,7 +2,7 @@
 
 `EdgeService` writes the YAML configuration, starts ``python -m edge.cli serve`` as a
 subprocess, waits for ``/health`` (and, by default, ``/ready``), and stops it with
-SIGTERM as systemd would. Requests go through `requests` to 127.0.0.1 only.
+SIGTERM as systemd would (or SIGKILL). Requests go through `requests` to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -16,8 +16,24 @@ from typing import IO, Any
 
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from rtsp import HOST, free_port
 from waiting import wait_until
+
+
+def sample(name: str, **labels: str) -> tuple[str, tuple]:
+    """Name a Prometheus sample by its name and labels, as :func:`metrics` keys it."""
+    return name, tuple(sorted(labels.items()))
+
+
+def metrics(service: EdgeService) -> dict[tuple[str, tuple], float]:
+    """Return the service's ``/metrics`` samples by :func:`sample`."""
+    text = service.request("GET", "/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
 
 START_TIMEOUT_S = 180.0  # loading, self-test and the attribute process, on 2 busy cores
 
@@ -38,7 +54,8 @@ class EdgeService:
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.config = {"listen": f"{HOST}:{self.port}", "backend": {"threads": 1}, **settings}
-        self.token = self.config.get("token", "")
+        token_file = self.config.get("token_file")
+        self.token = Path(token_file).read_text().strip() if token_file else self.config.get("token", "")
         self.path = folder / "config.yaml"
         self.path.write_text(yaml.safe_dump(self.config))
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,6 +90,13 @@ class EdgeService:
             code = self.process.wait()
         self.process = None
         return code
+
+    def kill(self) -> None:
+        """SIGKILL the service (as the OOM killer or a watchdog would) and reap it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
 
     def log(self) -> str:
         """Return what the service printed so far."""

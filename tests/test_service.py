@@ -16,9 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from rtsp import rtsp_server, unavailable_reason
-from service import EdgeService
+from service import EdgeService, metrics, sample
 from waiting import wait_until
 
 from edge.schema import ATTRIBUTE_NAMES, UNKNOWN
@@ -38,25 +37,15 @@ def media(clip, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(bundle_dir, media, tmp_path_factory):
     folder = tmp_path_factory.mktemp("service")
+    (folder / "token").write_text(TOKEN + "\n")  # as a systemd credential
     running = EdgeService(
-        folder, bundle=str(bundle_dir), token=TOKEN, media_root=str(media),
+        folder, bundle=str(bundle_dir), token_file=str(folder / "token"), media_root=str(media),
         results_dir=str(folder / "results"), max_streams=3,
     )
     running.start()
     yield running
     assert running.stop() == 0, running.log()
-
-
-def sample(name: str, **labels: str) -> tuple[str, tuple]:
-    return name, tuple(sorted(labels.items()))
-
-
-def metrics(service: EdgeService) -> dict[tuple[str, tuple], float]:
-    text = service.request("GET", "/metrics").text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text) for sample in family.samples
-    }
+    assert TOKEN not in running.log(), "the token is never logged"
 
 
 def start(service: EdgeService, job_id: str, videos: list, seconds: float, **extra) -> dict:
@@ -292,6 +281,11 @@ def test_snapshot_and_dashboard(service):
         ("PATCH", "/api/config", {"iou_th": 1.5}, 400, "iou_th must be within [0, 1]"),
         ("PATCH", "/api/config", {"min_live_seconds": -1}, 400, "min_live_seconds must not be negative"),
         ("PATCH", "/api/config", {"tracker": "bytetrack"}, 400, "unknown field(s) 'tracker'"),
+        ("PATCH", "/api/config", {"conf_th": None}, 400, "conf_th must be a number, got null"),
+        ("POST", "/api/inference/v", {"cameraUrls": [{"video": "vtest.avi"}], "endTime": 1e12}, 400,
+         "endTime (a Unix timestamp) must be at most 253402300799 (the end of the year 9999)"),
+        ("POST", "/api/models/reload", {"bundle": "/elsewhere"}, 400, "this endpoint takes no body"),
+        ("POST", "/api/models/reload", b"x", 400, "this endpoint takes no body"),
         ("PUT", "/api/config", {}, 405, "method is not allowed"),
         ("GET", "/api/nothing", None, 404, "not found"),
     ],

@@ -78,12 +78,27 @@ def test_environment_overrides_the_file(tmp_path):
         ("", {"EDGE_SELFTEST_ON_START": "maybe"}, "EDGE_SELFTEST_ON_START must be true or false"),
         ("", {"EDGE_LISTNE": "x"}, "EDGE_LISTNE: unknown setting"),
         ("", {"EDGE_RUNTIME__CONF_TH": "high"}, "conf_th must be a float"),
+        ("token_file: /nonexistent/token\n", {}, "token_file: cannot read the token: No such file"),
+        ("token: abc\ntoken_file: /etc/hostname\n", {}, "give the token or a token_file, not both"),
+        ("token_file: /dev/null\n", {}, "token_file: /dev/null is empty"),
     ],
 )
 def test_bad_settings_are_refused_naming_them(tmp_path, text, environ, message):
     with pytest.raises(ConfigError) as error:
         load_service_settings(write(tmp_path, text), environ)
     assert message in str(error.value)
+
+
+def test_the_token_can_come_from_a_file_and_stays_out_of_logs(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file-123\n")  # as systemd-creds or a vault agent write it
+    config = load_service_settings(write(tmp_path, f"token_file: {secret}\n"), {})
+    assert config.token == "from-a-file-123" and "from-a-file-123" not in repr(config)
+    assert load_service_settings(None, {"EDGE_TOKEN_FILE": str(secret)}).token == "from-a-file-123"
+    secret.write_text("two words")
+    with pytest.raises(ConfigError) as error:
+        load_service_settings(None, {"EDGE_TOKEN_FILE": str(secret)})
+    assert "token must be printable ASCII" in str(error.value) and "two words" not in str(error.value)
 
 
 def test_bad_source_options_are_refused():

@@ -76,7 +76,11 @@ class Sink(ABC):
 
 
 class JsonLines:
-    """A JSONL file, one object a line, each flushed at once so a tail sees it.
+    """A JSONL file, one object a line, each written whole at once so a tail sees it.
+
+    A line goes to the file in one ``write`` call (more only if the kernel takes it in
+    parts); one that fails part-way (a full disk) is cut off again, so the file never
+    holds a torn line, and the error is raised.
 
     Parameters
     ----------
@@ -88,23 +92,46 @@ class JsonLines:
 
     def __init__(self, path: Path, append: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a" if append else "w")  # noqa: SIM115 - closed in close()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+        self._fd: int | None = os.open(path, flags, 0o644)
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
-        return self._f.closed
+        return self._fd is None
 
     def write(self, record: dict[str, Any]) -> str:
         """Append one record; return its line (without the newline)."""
         line = json.dumps(record)
-        self._f.write(line + "\n")
-        self._f.flush()
+        self.write_line(line)
         return line
+
+    def write_line(self, line: str) -> None:
+        """Append one line (given without its newline) whole, or nothing.
+
+        Raises
+        ------
+        OSError
+            When the file takes no more (full, read-only...); nothing of the line stays.
+        """
+        if self._fd is None:
+            raise ValueError("write to a closed JsonLines")
+        data = (line + "\n").encode()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError:
+            if written:
+                os.ftruncate(self._fd, end)
+            raise
 
     def close(self) -> None:
         """Close the file."""
-        self._f.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class FileSink(Sink):

@@ -13,6 +13,7 @@ Routes (those marked * need ``Authorization: Bearer <token>`` when a token is se
 ``GET /health``                             liveness: 200 while the process serves
 ``GET /ready``                              200 once the bundle is loaded, the attribute
                                             process runs and the self-test passed; else 503
+``GET /api/openapi.json``                   the OpenAPI 3.1 document of these routes
 ``GET /status`` *                           per stream and per device figures, the bundle
 ``GET /metrics`` *                          the same in Prometheus' format
 ``GET, PATCH /api/config`` *                the live thresholds (``conf_th``, ``iou_th``,
@@ -29,6 +30,7 @@ service is not ready to start jobs.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -39,14 +41,14 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from edge.runtime.sources import SourceError
-from edge.service import metrics, validation
+from edge.service import metrics, openapi, validation
 from edge.service.jobs import CapacityExceeded, JobConflict, JobNotFound
 from edge.service.state import Service
 from edge.service.validation import RequestError
 
 logger = logging.getLogger(__name__)
 
-PUBLIC = frozenset({"health", "ready", "dashboard"})
+PUBLIC = frozenset({"health", "ready", "dashboard", "openapi"})
 """Endpoints that need no token."""
 
 _ERRORS: dict[type[Exception], int] = {
@@ -68,18 +70,26 @@ def create_app(service: Service) -> Flask:
     app.json.sort_keys = False  # keep the documented field order
     _install_guards(app, service.config.token)
     _install_routes(app, service)
+    spec: dict[str, Any] = {}  # of every route, this one's too
+    app.add_url_rule("/api/openapi.json", "openapi", lambda: jsonify(spec), methods=["GET"])
+    spec.update(openapi.document(app, secured=bool(service.config.token)))
     return app
 
 
+def _digest(authorization: str) -> bytes:
+    return hashlib.sha256(authorization.encode("utf-8", "replace")).digest()
+
+
 def _install_guards(app: Flask, token: str) -> None:
-    expected = f"Bearer {token}".encode()
+    # Digests of equal length compared in constant time: neither the token's characters
+    # nor its length can be found by timing the answers.
+    expected = _digest(f"Bearer {token}")
 
     @app.before_request
     def require_token() -> Any:
         if not token or request.endpoint in PUBLIC:
             return None
-        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-        if hmac.compare_digest(given, expected):
+        if hmac.compare_digest(_digest(request.headers.get("Authorization", "")), expected):
             return None
         response, status = _error("a bearer token is required (Authorization: Bearer <token>)", 401)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge"'
@@ -159,6 +169,7 @@ def _install_routes(app: Flask, service: Service) -> None:
 
     @app.post("/api/models/reload")
     def reload() -> Any:
+        validation.no_body(request.get_data(cache=False))
         return jsonify(service.reload())
 
     @app.get("/api/streams/<stream_id>/snapshot.jpg")

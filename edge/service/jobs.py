@@ -8,7 +8,9 @@ time passes, when every stream has ended (a file played out), or when it is stop
 
 Jobs still running when the service stops are remembered in
 ``<results_dir>/active-jobs.json`` and started again, with fresh result files, when
-the service comes back before their end time.
+the service comes back before their end time; after a crash too (the file is written
+whenever a job starts or ends): their last result file is repaired first (a torn last
+line cut off) and ``seq`` goes on from its last record.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Strict
+from pydantic import BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from edge.bundle import write_json_atomic
 from edge.runtime.sources import Source, SourceOptions, Transport, open_source
 from edge.service.live import LiveSettings, ModelHolder
-from edge.service.results import ResultLog
+from edge.service.results import ResultLog, repair
 from edge.service.streams import StreamRunner
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ class Camera:
         Files only: read at the file's own frame rate; None takes the default.
     """
 
-    video: Annotated[str, BeforeValidator(_video)]
+    video: Annotated[str, BeforeValidator(_video), Field(pattern=r"\S")]
     transport: Transport | None = None
     realtime: Annotated[bool, Strict()] | None = None
 
@@ -137,7 +139,7 @@ class Job:
             "endTime": self.end_time,
             "started": round(self.started, 3),
             "finished": round(self.finished, 3) if self.finished else None,
-            "results": {"count": self.log.count, "file": str(self.log.path)},
+            "results": self.log.stats(),
             "streams": [s.figures() for s in self.streams],
         }
 
@@ -211,11 +213,12 @@ class JobManager:
         self._starting: dict[str, int] = {}  # jobs opening their sources: id -> streams
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        self._unremembered = False  # the state file could not be written: try again
         self._ticker = threading.Thread(target=self._tick, name="edge-jobs", daemon=True)
         self._ticker.start()
 
-    def start(self, job_id: str, cameras: list[Camera], end_time: float) -> Job:
-        """Open the cameras and start a job's streams.
+    def start(self, job_id: str, cameras: list[Camera], end_time: float, first_seq: int = 0) -> Job:
+        """Open the cameras and start a job's streams, its results numbered from ``first_seq``.
 
         Raises
         ------
@@ -242,7 +245,7 @@ class JobManager:
         with self._lock:
             del self._starting[job_id]
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
-            log = ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results)
+            log = ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results, first_seq)
             job = Job(job_id, cameras, end_time, log)
             job.streams = [
                 StreamRunner(job_id, i, c.video, s, self._holder, self._settings, log, end_time)
@@ -340,11 +343,15 @@ class JobManager:
             The ids of the jobs started.
         """
         started = []
-        for job_id, cameras, end_time in self._remembered():
+        for job_id, cameras, end_time, results in self._remembered():
+            last = repair(Path(results["file"])) if results.get("file") else None
+            first_seq = results.get("first_seq", 0) if last is None else last + 1
+            if end_time <= time.time():
+                continue
             try:
                 for camera in cameras:
                     check(camera)
-                self.start(job_id, cameras, end_time)
+                self.start(job_id, cameras, end_time, first_seq)
                 started.append(job_id)
             except Exception as e:  # one bad job must not keep the others down
                 logger.warning("job %s not resumed: %s", job_id, e)
@@ -412,7 +419,7 @@ class JobManager:
                     changed = True
                     logger.info("job %s ended: %s", job.id, job.reason)
                 self._forget_old()
-                if changed:
+                if changed or self._unremembered:
                     self._remember()
 
     def _forget_old(self) -> None:
@@ -421,23 +428,35 @@ class JobManager:
             del self._jobs[job.id]
 
     def _remember(self) -> None:
-        """Write the running jobs (except while closing: those are to be resumed)."""
+        """Write the running jobs (except while closing: those are to be resumed).
+
+        A folder that takes no writes now is tried again at the next tick.
+        """
         if self._closing.is_set():
             return
         running = [
-            {"id": j.id, "endTime": j.end_time, "cameras": [dataclasses.asdict(c) for c in j.cameras]}
+            {"id": j.id, "endTime": j.end_time, "cameras": [dataclasses.asdict(c) for c in j.cameras],
+             "results": {"file": str(j.log.path), "first_seq": j.log.first_seq}}
             for j in self._jobs.values() if j.state == "running"
         ]
-        write_json_atomic(self.results_dir / STATE_FILE, {"jobs": running})
+        try:
+            write_json_atomic(self.results_dir / STATE_FILE, {"jobs": running})
+        except OSError as e:
+            if not self._unremembered:
+                logger.warning("cannot write %s, trying again: %s", STATE_FILE, e)
+            self._unremembered = True
+        else:
+            self._unremembered = False
 
-    def _remembered(self) -> Iterable[tuple[str, list[Camera], float]]:
+    def _remembered(self) -> Iterable[tuple[str, list[Camera], float, dict[str, Any]]]:
+        """Return the jobs of the state file: id, cameras, end time and ``results`` (file, first seq)."""
         path = self.results_dir / STATE_FILE
         try:
             entries = json.loads(path.read_text())["jobs"]
-            jobs = [(e["id"], [Camera(**c) for c in e["cameras"]], float(e["endTime"])) for e in entries]
+            return [(e["id"], [Camera(**c) for c in e["cameras"]], float(e["endTime"]), e.get("results", {}))
+                    for e in entries]
         except FileNotFoundError:
             return []
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             logger.warning("%s unreadable, no job resumed: %s", path, e)
             return []
-        return [job for job in jobs if job[2] > time.time()]

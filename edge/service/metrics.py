@@ -28,6 +28,12 @@ _STREAM_COUNTERS = {
     "reconnects": "Reconnection attempts",
     "errors": "Frames whose processing failed",
 }
+_RESULTS = [
+    ("count", "Result records made (the next seq)", CounterMetricFamily),
+    ("write_errors", "Failed writes of result lines (full or read-only folder)", CounterMetricFamily),
+    ("unwritten", "Result lines waiting in memory for the folder to take them", GaugeMetricFamily),
+    ("dropped", "Result lines never written: too many waited", CounterMetricFamily),
+]
 _ATTRIBUTE_GAUGES = {"queue_depth": "Requests waiting for the attribute process",
                      "in_flight": "Requests sent to the attribute process, not answered yet"}
 _ATTRIBUTE_COUNTERS = {"requests": "Crops submitted", "answers": "Crops classified",
@@ -74,6 +80,15 @@ def _per_stream(streams: list[dict[str, Any]]) -> Iterator[Metric]:
         requests.add_metric(values(s), s["attributes"]["requests"])
         answers.add_metric(values(s), s["attributes"]["answers"])
     yield from (latency, state, requests, answers)
+
+
+def _results(jobs: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Each job's result file: records, failed writes, lines waiting or lost."""
+    for key, doc, kind in _RESULTS:
+        family = kind(f"edge_results_{key}", doc, labels=["job"])
+        for job in jobs:
+            family.add_metric([job["id"]], job["results"][key])
+        yield family
 
 
 def _attributes(stats: dict[str, Any] | None) -> Iterator[Metric]:
@@ -129,6 +144,7 @@ class _StatusCollector:
         for state in ("running", "ended", "stopped"):
             jobs.add_metric([state], sum(j["state"] == state for j in status["jobs"]))
         yield jobs
+        yield from _results(status["jobs"])
         yield from _per_stream(status["streams"])
         yield from _attributes(status["attributes"])
         yield from _device(status["device"])

@@ -208,7 +208,9 @@ class Service:
             "bundle": bundle_summary(models) if models is not None else None,
             "attributes": hub.stats() if hub is not None else None,
             "jobs": [
-                {"id": j.id, "state": j.state, "endTime": j.end_time, "streams": len(j.streams)} for j in jobs
+                {"id": j.id, "state": j.state, "endTime": j.end_time, "streams": len(j.streams),
+                 "results": j.log.stats()}
+                for j in jobs
             ],
             "streams": [s.figures() for j in jobs if j.state == "running" for s in j.streams],
         }

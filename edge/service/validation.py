@@ -39,7 +39,9 @@ MAX_URL_CHARS = 2048
 MAX_PAGE = 1000
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[0-9]{1,4}$")
 _INT = re.compile(r"^-?[0-9]{1,15}$")
-_DECIMAL = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,9})?$")
+_NUMBER = re.compile(r"^-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?$")
+MAX_END_TIME = 253402300799.0
+"""The last second of the year 9999 (UTC): a later ``endTime`` is no date at all."""
 _BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
 Number = Annotated[float, Strict()]
 """A JSON number (an integer or not), never a string or a boolean."""
@@ -65,16 +67,36 @@ class JobRequest(BaseModel):
     model_config = _BODY
 
     cameraUrls: Annotated[list[Camera], BeforeValidator(_cameras)] = Field(  # noqa: N815 - the API's name
-        description="the streams: an RTSP URL or a video file each")
+        min_length=1, description="the streams: an RTSP URL or a video file each")
     endTime: Number = Field(  # noqa: N815 - the API's name
-        title="endTime (a Unix timestamp)", description="Unix time at which the analysis ends")
+        title="endTime (a Unix timestamp)", le=MAX_END_TIME,
+        description="Unix time at which the analysis ends (in the future, at most the end of year 9999)")
+
+
+def _some_of(schema: dict[str, Any]) -> None:
+    """Say that a body gives one or more of its fields, none by default."""
+    for field in schema["properties"].values():
+        field.pop("default", None)
+    schema["minProperties"] = 1
 
 
 ConfigChange = create_model(
-    "ConfigChange", __config__=_BODY,
-    **{key: (Number | None, None) for key in LIVE_KEYS},
+    "ConfigChange", __doc__="Some of the live settings, to change.",
+    __config__=ConfigDict(**_BODY, json_schema_extra=_some_of),
+    **{key: (Number, None) for key in LIVE_KEYS},
 )
 """A ``PATCH /api/config`` body: some of the live keys; ranges are the settings' own."""
+
+
+def no_body(raw: bytes) -> None:
+    """Refuse a body sent to an endpoint that takes none.
+
+    Raises
+    ------
+    RequestError
+    """
+    if raw.strip():
+        raise RequestError("this endpoint takes no body; send the request without one")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -187,6 +209,8 @@ def _complaint(e: Any) -> str:
         return f"must be a number, got {_json_type(value)}"
     if kind == "bool_type":
         return "must be true or false"
+    if kind == "less_than_equal":
+        return f"must be at most {_plain(e['ctx']['le'])} (the end of the year 9999), got {_plain(value)}"
     if kind == "literal_error":
         return f"must be one of {e['ctx']['expected'].replace(chr(39), '').replace(' or ', ', ')}"
     return f"is not valid: {e['msg']}"
@@ -322,9 +346,10 @@ def results_query(args: Mapping[str, str]) -> dict[str, Any]:
     if query["limit"] > MAX_PAGE:
         raise RequestError(f"limit must be at most {MAX_PAGE}")
     if "from_time" in args:
-        if not _DECIMAL.match(args["from_time"]):
-            raise RequestError("from_time must be a Unix time, e.g. 1672531199.5")
-        query["from_time"] = float(args["from_time"])
+        text = args["from_time"]
+        if not _NUMBER.match(text) or not abs(float(text)) <= MAX_END_TIME:
+            raise RequestError(f"from_time must be a Unix time, e.g. 1672531199.5, got {text[:40]!r}")
+        query["from_time"] = float(text)
     return query
 
 
