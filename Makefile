@@ -130,12 +130,16 @@ clean:
 # from the weights and a calibration set: by default calibration/default, which
 # `make calibration` samples from the first part of the clip (held-out frames: its last part).
 # CONVERT_ARGS passes more options to `edge convert` (see `edge convert --help`).
+# ATTR_CHECKPOINT: a trained attribute model (edge train's best.pt) instead of the untrained one;
+# ATTR_DATASET: a labelled dataset whose test split the gate also scores (INT8 against FP32 mA).
 CONVERT_TARGETS := rk3588 rk3576 rk3568 rk3566 rk3562 cpu jetson-orin
 TARGET ?= rk3588
 CALIBRATION ?= calibration/default
 BUNDLE_NAME ?= default
 MODELS_DIR ?= models
 CONVERT_ARGS ?=
+ATTR_CHECKPOINT ?=
+ATTR_DATASET ?=
 
 # An unknown target stops make before anything is built.
 ifneq ($(filter convert,$(MAKECMDGOALS)),)
@@ -154,7 +158,9 @@ calibration: calibration/default/set.json
 convert: $(WEIGHTS) $(if $(filter calibration/default,$(CALIBRATION)),calibration/default/set.json) \
 		| $(VENV)/.done $(if $(filter rk%,$(TARGET)),$(RKNN_VENV)/.done)
 	$(PY) -m edge.cli convert --target $(TARGET) --weights $(WEIGHTS) --calibration $(CALIBRATION) \
-		--bundle $(BUNDLE_NAME) --models-dir $(MODELS_DIR) $(CONVERT_ARGS)
+		--bundle $(BUNDLE_NAME) --models-dir $(MODELS_DIR) \
+		$(if $(ATTR_CHECKPOINT),--attr-checkpoint $(ATTR_CHECKPOINT)) \
+		$(if $(ATTR_DATASET),--attr-dataset $(ATTR_DATASET)) $(CONVERT_ARGS)
 
 .PHONY: calibration convert
 

@@ -62,13 +62,20 @@ def _convert(args: argparse.Namespace) -> int:
     thresholds = Thresholds(
         min_matched=args.min_matched, min_mean_iou=args.min_mean_iou,
         min_attr_top1=args.min_attr_top1, min_attr_cosine=args.min_attr_cosine,
+        max_attr_ma_drop=args.max_attr_ma_drop,
     )
+    attr_test = None
+    if args.attr_dataset is not None:
+        from edge.training.dataset import load_dataset
+        from edge.training.samples import labelled_crops
+
+        attr_test = labelled_crops(load_dataset(args.attr_dataset), "test")
     done = convert(ConvertOptions(
         target=args.target, weights=args.weights, calibration=args.calibration, bundle=args.bundle,
         models_dir=args.models_dir, algorithm=args.algorithm, head=args.head, thresholds=thresholds,
         fallback=not args.no_fallback, hybrid_cos_thresh=args.hybrid_cos_thresh,
         analysis=not args.no_analysis, attr_arch=args.attr_arch, attr_seed=args.attr_seed,
-        attr_checkpoint=args.attr_checkpoint, progress=not args.quiet,
+        attr_checkpoint=args.attr_checkpoint, attr_test=attr_test, progress=not args.quiet,
     ))
     print("\n".join(summary(done.report)))
     print(f"wrote bundle {done.path}")
@@ -136,6 +143,10 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
     convert.add_argument("--attr-arch", default="resnet50", help="attribute backbone if untrained")
     convert.add_argument("--attr-seed", type=int, default=0, help="seed of the untrained model")
     convert.add_argument("--attr-checkpoint", type=Path, default=None, help="trained attribute model")
+    convert.add_argument("--attr-dataset", type=Path, default=None,
+                         help="labelled dataset: the gate also compares INT8 and FP32 mA on its test split")
+    convert.add_argument("--max-attr-ma-drop", type=float, default=gate.max_attr_ma_drop,
+                         help="gate: most mean mA the INT8 attribute model may lose on --attr-dataset")
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     convert.set_defaults(func=_convert)
 

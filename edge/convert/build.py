@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,13 @@ from edge.convert.export import (
     tool_versions,
 )
 from edge.convert.gate import (
+    LabelledCrops,
     Thresholds,
     attribute_failures,
     attribute_figures,
     detector_failures,
     detector_figures,
+    labelled_figures,
 )
 from edge.convert.heads import HEADS, export_head
 from edge.convert.report import write_report
@@ -129,6 +131,8 @@ class ConvertOptions:
         The models converted: the detector, and the attribute model unless left out.
     attr_arch, attr_seed, attr_checkpoint
         The attribute network, as ``edge export`` takes it.
+    attr_test : LabelledCrops or None
+        A labelled dataset's test split: the gate also compares INT8 and FP32 mA on it.
     conf_th : float
         The detector's confidence threshold in the gate and the golden outputs.
     progress : bool
@@ -150,6 +154,7 @@ class ConvertOptions:
     attr_arch: str = "resnet50"
     attr_seed: int = 0
     attr_checkpoint: Path | None = None
+    attr_test: LabelledCrops | None = None
     conf_th: float = RuntimeSettings().conf_th
     progress: bool = True
 
@@ -343,16 +348,33 @@ class _Conversion:
             source = self.work / f"attributes-batch{batch}.onnx"
             attribute_net.export_onnx(self._attribute_net(), source, batch=batch)
         held_out = self.calibration.files("attributes", "held_out")
+        labelled = self._labelled_crops(crop_size)
         classifier = AttributeClassifier(open_backend(fp32_path, "onnx", {"threads": THREADS}), entry)
-        expected = classifier.logits([cv2.imread(str(p)) for p in held_out])
+        expected = classifier.logits([cv2.imread(str(p)) for p in held_out + labelled])
+        n = len(held_out)
 
         def judge(outputs: Outputs) -> tuple[Any, list[str]]:
-            figures = attribute_figures(expected, _logits(outputs, entry))
+            found = _logits(outputs, entry)
+            figures = attribute_figures(_rows(expected, 0, n), _rows(found, 0, n))
+            if opts.attr_test is not None:
+                figures = replace(figures, labelled=labelled_figures(
+                    _rows(expected, n, None), _rows(found, n, None), opts.attr_test))
             return figures, attribute_failures(figures, opts.thresholds)
 
         extra = self._golden_crops() if self.golden is not None else []
         calibration = self.calibration.files("attributes", "calibration")
-        return Model("attributes", entry, source, calibration, held_out, extra), judge
+        return Model("attributes", entry, source, calibration, held_out + labelled, extra), judge
+
+    def _labelled_crops(self, size: int) -> list[Path]:
+        """Prepare the labelled split's crops as the runtime does, as images the toolchain runs."""
+        if self.options.attr_test is None:
+            return []
+        (self.work / "labelled").mkdir()
+        paths = []
+        for i, image in enumerate(self.options.attr_test.images):
+            paths.append(self.work / "labelled" / f"crop_{i:05d}.png")
+            cv2.imwrite(str(paths[-1]), prepare_crop(cv2.imread(str(image)), size))
+        return paths
 
     def _attribute_net(self) -> attribute_net.AttributeNet:
         if self.options.attr_checkpoint is not None:
@@ -469,6 +491,11 @@ class _Conversion:
 def _logits(outputs: Outputs, entry: dict[str, Any]) -> dict[str, np.ndarray]:
     """Stack per-crop attribute outputs into ``{attribute: (crops, labels)}`` logits."""
     return {name: np.concatenate([o[j] for o in outputs]) for j, name in enumerate(entry["output"]["names"])}
+
+
+def _rows(logits: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:
+    """Return the logits of crops ``start:stop`` of every attribute."""
+    return {name: values[start:stop] for name, values in logits.items()}
 
 
 def _verification(report: dict[str, Any], chosen: dict[str, _Trial]) -> dict[str, Any]:

@@ -86,9 +86,16 @@ def export_detector(weights: Path, out: Path) -> dict[str, Any]:
 
 
 def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) -> dict[str, Any]:
-    """Export the attribute network (trained checkpoint, or seeded untrained) and describe it."""
+    """Export the attribute network (trained checkpoint, or seeded untrained) and describe it.
+
+    A trained one's entry says ``trained: true`` and, under ``training``, what it learnt
+    from (each dataset's name and SHA-256), its epoch and its validation figures.
+    """
+    training = None
     if checkpoint is not None:
-        net = attribute_net.load_checkpoint(checkpoint)
+        ckpt = attribute_net.read_checkpoint(checkpoint)
+        net = attribute_net.network_of(ckpt, checkpoint)
+        training = training_summary(ckpt, checkpoint)
     else:
         net = attribute_net.build_untrained(arch, shared=True, seed=seed)
     io = attribute_net.export_onnx(net, out)
@@ -100,7 +107,22 @@ def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) 
         "schema": schema.as_manifest(),
         "trained": checkpoint is not None,
         "architecture": {**net.describe(), "seed": None if checkpoint else seed},
+        **({"training": training} if training else {}),
         "quantization": {"dtype": "float32"},
+    }
+
+
+def training_summary(ckpt: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """Return the manifest's ``training``: checkpoint, datasets, epoch, validation mA and accuracy."""
+    return {
+        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
+        "datasets": ckpt.get("datasets", []),
+        "epoch": ckpt.get("epoch"),
+        "validation": {
+            "mA": ckpt.get("mA"), "accuracy": ckpt.get("mean_accuracy"),
+            "per_attribute": {name: {k: f[k] for k in ("known", "accuracy", "mA")}
+                              for name, f in ckpt.get("per_attribute", {}).items()},
+        },
     }
 
 

@@ -10,7 +10,12 @@ pairs, their score drift (INT8 - FP32), and mAP50 of the INT8 detections with th
 FP32 ones as ground truth (per class, all-point interpolation).
 
 **Attributes.** Per attribute, on held-out person crops: top-1 agreement and the
-cosine between the FP32 and INT8 logits.
+cosine between the FP32 and INT8 logits. Given a labelled dataset's test split
+(:class:`LabelledCrops`), also each attribute's mA (the label-based mean accuracy of
+:mod:`edge.convert.attribute_metrics`) of FP32 and of INT8 against the labels, and the
+drop; the mean drop over the attributes the split labels must stay within
+``max_attr_ma_drop``. Agreement and cosine say how far INT8 moved from FP32; the mA drop
+says what that movement costs in right answers, which is what a site cares about.
 
 :class:`Thresholds` holds the bar; :func:`detector_failures` and
 :func:`attribute_failures` say, in words, what falls below it.
@@ -19,6 +24,7 @@ cosine between the FP32 and INT8 logits.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +52,12 @@ class Thresholds:
         Least top-1 agreement, averaged over the attributes.
     min_attr_cosine : float
         Least mean logit cosine of every attribute.
+    max_attr_ma_drop : float
+        Most mean mA the INT8 attribute model may lose against FP32 on a labelled test
+        split (0.02: two points). Published INT8 person-attribute models lose under a
+        tenth of a point on test sets of thousands; a site's test split holds tens to
+        hundreds of crops, where one answer changes a label's recall by a point or
+        more, and a quantization that breaks a head costs tens of points.
     match_iou : float
         Least IoU for a pair to count as matched.
     score_margin : float
@@ -56,6 +68,7 @@ class Thresholds:
     min_mean_iou: float = 0.95
     min_attr_top1: float = 0.9
     min_attr_cosine: float = 0.99
+    max_attr_ma_drop: float = 0.02
     match_iou: float = 0.5
     score_margin: float = SCORE_MARGIN
 
@@ -97,16 +110,42 @@ class DetectorFigures:
 
 
 @dataclass(frozen=True)
+class LabelledCrops:
+    """A labelled dataset's split for the gate: person crops and their labels.
+
+    Attributes
+    ----------
+    name, sha256 : str
+        The dataset's name and fingerprint (as in checkpoints and manifests).
+    split : str
+        Which split the crops are (``test``).
+    images : list of Path
+        The crop files, any size (the conversion prepares them as the runtime does).
+    truth : numpy.ndarray
+        ``(crops, attributes)`` label indices in schema order, ``IGNORE`` for unknown.
+    """
+
+    name: str
+    sha256: str
+    split: str
+    images: list[Path]
+    truth: np.ndarray
+
+
+@dataclass(frozen=True)
 class AttributeFigures:
     """The attribute model's figures over the held-out crops.
 
-    ``per_attribute`` maps each attribute to ``top1``, ``cosine_mean`` and ``cosine_min``.
+    ``per_attribute`` maps each attribute to ``top1``, ``cosine_mean`` and ``cosine_min``;
+    ``labelled``, with a labelled split, holds the FP32 and INT8 mA (see
+    :func:`labelled_figures`).
     """
 
     crops: int
     top1_mean: float
     cosine_worst: float
     per_attribute: dict[str, dict[str, float]]
+    labelled: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures as JSON-ready numbers."""
@@ -242,6 +281,33 @@ def attribute_figures(reference: dict[str, np.ndarray], found: dict[str, np.ndar
     )
 
 
+def labelled_figures(reference: dict[str, np.ndarray], found: dict[str, np.ndarray],
+                     crops: LabelledCrops) -> dict[str, Any]:
+    """Score FP32 and INT8 logits against a labelled split's labels: mA each, and the drop.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``sha256``, ``split``, ``crops``, ``fp32_mA``, ``int8_mA``,
+        ``mA_drop`` (means over the attributes the split labels) and ``per_attribute``
+        (``known``, ``fp32_mA``, ``int8_mA``, ``drop`` of each labelled attribute).
+    """
+    from edge.convert.attribute_metrics import scores
+
+    fp32, int8 = (scores(np.stack([logits[n].argmax(axis=1) for n in reference], axis=1), crops.truth)
+                  for logits in (reference, found))
+    per_attribute = {
+        name: {"known": s.known, "fp32_mA": s.mA, "int8_mA": int8.per_attribute[name].mA,
+               "drop": s.mA - int8.per_attribute[name].mA}
+        for name, s in fp32.per_attribute.items() if s.known
+    }
+    fp32_ma, int8_ma = fp32.mean("mA"), int8.mean("mA")
+    return {
+        "dataset": crops.name, "sha256": crops.sha256, "split": crops.split, "crops": len(crops.images),
+        "fp32_mA": fp32_ma, "int8_mA": int8_ma, "mA_drop": fp32_ma - int8_ma, "per_attribute": per_attribute,
+    }
+
+
 def detector_failures(figures: DetectorFigures, thresholds: Thresholds) -> list[str]:
     """Say what falls below the bar; empty when the detector passes."""
     if figures.boxes == 0:
@@ -263,6 +329,11 @@ def attribute_failures(figures: AttributeFigures, thresholds: Thresholds) -> lis
     worst = [n for n, f in figures.per_attribute.items() if f["cosine_mean"] < thresholds.min_attr_cosine]
     if worst:
         out.append(f"logit cosine below {thresholds.min_attr_cosine} for {', '.join(worst)}")
+    labelled = figures.labelled
+    if labelled is not None and labelled["mA_drop"] > thresholds.max_attr_ma_drop:
+        fp32, int8, drop = labelled["fp32_mA"], labelled["int8_mA"], labelled["mA_drop"]
+        out.append(f"mA on {labelled['dataset']}'s {labelled['split']} split drops {drop:.3f} "
+                   f"({fp32:.3f} -> {int8:.3f}) > {thresholds.max_attr_ma_drop}")
     return out
 
 

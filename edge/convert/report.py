@@ -48,6 +48,8 @@ def summary(report: dict[str, Any]) -> list[str]:
         else:
             figures = (f"top-1 agreement {_num(f['top1_mean'])} on {f['crops']} crops, "
                        f"worst logit cosine {_num(f['cosine_worst'], 5)}")
+            if f.get("labelled"):
+                figures += _labelled_summary(f["labelled"])
         lines.append(f"{task} ({attempt['mode']}): {figures}: {_verdict(attempt)}")
     return lines
 
@@ -113,7 +115,19 @@ def _attribute_section(model: dict[str, Any], thresholds: dict[str, Any]) -> lis
               "| attribute | top-1 agreement | logit cosine mean | min |", "|---|---|---|---|"]
     lines += [f"| {name} | {_num(f['top1'])} | {_num(f['cosine_mean'], 5)} | {_num(f['cosine_min'], 5)} |"
               for name, f in last["figures"]["per_attribute"].items()]
+    labelled = last["figures"].get("labelled")
+    if labelled:
+        lines += ["", f"Against the labels ({last['mode']}){_labelled_summary(labelled)}:", "",
+                  "| attribute | crops known | FP32 mA | INT8 mA | drop |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {f['known']} | {_num(f['fp32_mA'])} | {_num(f['int8_mA'])} "
+                  f"| {_num(f['drop'])} |" for name, f in labelled["per_attribute"].items()]
     return lines + [""] + _worst_layers(model)
+
+
+def _labelled_summary(labelled: dict[str, Any]) -> str:
+    return (f"; on {labelled['dataset']}'s {labelled['split']} split ({labelled['crops']} crops) "
+            f"mA FP32 {_num(labelled['fp32_mA'])}, INT8 {_num(labelled['int8_mA'])}, "
+            f"drop {_num(labelled['mA_drop'])}")
 
 
 def _worst_layers(model: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from edge import schema
 from edge.convert.attribute_metrics import IGNORE
+from edge.convert.gate import LabelledCrops
 from edge.training.dataset import LABELS, Dataset, DatasetError
 
 
@@ -58,6 +59,11 @@ def samples(datasets: list[Dataset], split: str) -> list[Sample]:
     return out
 
 
+def label_matrix(items: list[Sample]) -> np.ndarray:
+    """Return the crops' label indices, ``(crops, attributes)``."""
+    return np.array([item.labels for item in items], dtype=np.int64).reshape(-1, len(schema.ATTRIBUTES))
+
+
 def fingerprint(dataset: Dataset) -> dict[str, Any]:
     """Return a dataset's name and a SHA-256 over its ``labels.csv`` and image files, in row order."""
     digest = hashlib.sha256((dataset.path / LABELS).read_bytes())
@@ -91,5 +97,17 @@ class CropSet(TorchDataset):
 
     def label_matrix(self) -> np.ndarray:
         """Return every crop's label indices, ``(crops, attributes)``."""
-        labels = [item.labels for item in self.items]
-        return np.array(labels, dtype=np.int64).reshape(-1, len(schema.ATTRIBUTES))
+        return label_matrix(self.items)
+
+
+def labelled_crops(dataset: Dataset, split: str = "test") -> LabelledCrops:
+    """Return a dataset's split with a known label as the conversion gate takes it.
+
+    Raises
+    ------
+    DatasetError
+        When no crop of the split has a known label.
+    """
+    items = samples([dataset], split)
+    return LabelledCrops(dataset.name, fingerprint(dataset)["sha256"], split, [i.image for i in items],
+                         label_matrix(items))
