@@ -99,3 +99,17 @@ def test_an_unsure_track_is_sent_again_once_answered_within_its_budget() -> None
     sure = SendPolicy()
     assert sure.should_send(2, 0.5, 0.0, rules, unsure=False, answered=0)
     assert not sure.should_send(2, 0.5, 0.1, rules, unsure=False, answered=1)
+
+
+def test_the_annotated_video_marks_an_untrained_models_attributes() -> None:
+    from edge.runtime.pipeline import FrameResult, Person
+    from edge.runtime.sinks import draw
+
+    image = np.zeros((200, 200, 3), np.uint8)
+    scores = dict.fromkeys(ATTRIBUTES, 0.5) | {"top_color": 0.9}
+    known = {name: UNKNOWN for name in ATTRIBUTES} | {"top_color": "red"}
+    drawn = [draw(image, FrameResult(0, 0.0, [Person((20, 100, 80, 190), 0, 1, 0.8, known, scores, trained)]))
+             for trained in (True, False)]
+    # The untrained one writes one line more above the box ("attributes: UNTRAINED model").
+    rows = [np.flatnonzero(d[:100].any(axis=(1, 2))) for d in drawn]
+    assert rows[1].min() < rows[0].min() and (drawn[0][100:] == drawn[1][100:]).all()
