@@ -97,7 +97,7 @@ models: $(BUNDLE)/manifest.json
 
 demo: models data
 	$(PY) -m edge.cli run $(CLIP) --bundle $(BUNDLE) --out runs/demo
-	@echo "Outputs: runs/demo/detections.jsonl and runs/demo/annotated.mp4"
+	@echo "Outputs: runs/demo/detections.jsonl and runs/demo/annotated.webm"
 
 test: models data system-deps $(RKNN_VENV)/.done
 	$(VENV)/bin/pytest -q

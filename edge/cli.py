@@ -22,7 +22,8 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_source(
         args.source, args.bundle, args.out, runtime_from_arguments(args),
-        max_frames=args.max_frames, video=not args.no_video, progress=not args.quiet,
+        max_frames=args.max_frames, video=not args.no_video, video_format=args.video_format,
+        progress=not args.quiet,
         backend_options=dict(args.backend_option),
     )
     print("\n".join(summary.lines()))
@@ -209,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder")
     run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     run.add_argument("--no-video", action="store_true", help="write only detections.jsonl")
+    run.add_argument(
+        "--video-format", choices=("webm", "mp4"), default="webm",
+        help="annotated video: webm (VP8, plays in browsers; default) or mp4 (mp4v)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_backend_option(run)
     add_runtime_arguments(run)

@@ -1,4 +1,4 @@
-"""``edge run``: one source through the stream loop into JSONL and an annotated video.
+"""``edge run``: one source through the stream loop into JSONL and an annotated video (WebM or MP4).
 
 Everything that can be wrong with the input (settings, bundle, source) is checked
 before any output file is created; the outputs appear only when the run completes.
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from edge.bundle import load_bundle
 from edge.runtime.models import load_detector, model_options, start_attribute_worker
 from edge.runtime.pipeline import FrameResult
-from edge.runtime.sinks import FileSink, JsonlSink, Sink, VideoSink
+from edge.runtime.sinks import VIDEO_CODECS, FileSink, JsonlSink, Sink, VideoSink
 from edge.runtime.sources import open_source
 from edge.runtime.stream import StreamLoop, StreamModels
 from edge.settings import RuntimeSettings
@@ -33,6 +33,7 @@ class RunSummary:
     tracks: int
     attributes: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    video: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -51,6 +52,9 @@ class RunSummary:
                 f"attributes: {a['requests']} requests, {a['answers']} answers, "
                 f"{a['drops']} dropped, {a['restarts']} restarts"
             )
+        if self.video:
+            out.append(f"video: {self.video['written']} frames written, "
+                       f"{self.video['dropped']} dropped while the encoder was behind")
         out += [f"wrote {path}" for path in self.outputs]
         return out
 
@@ -77,10 +81,11 @@ def run_source(
     *,
     max_frames: int | None = None,
     video: bool = True,
+    video_format: str = "webm",
     progress: bool = True,
     backend_options: Mapping[str, Any] | None = None,
 ) -> RunSummary:
-    """Process a source into ``out_dir/detections.jsonl`` and ``out_dir/annotated.mp4``.
+    """Process a source into ``out_dir/detections.jsonl`` and ``out_dir/annotated.<video_format>``.
 
     Parameters
     ----------
@@ -96,6 +101,10 @@ def run_source(
         Stop after this many frames.
     video : bool
         Also write the annotated video.
+    video_format : str
+        Its format: ``webm`` (VP8, plays in browsers) or ``mp4`` (``mp4v``), see
+        :data:`~edge.runtime.sinks.VIDEO_CODECS`. Frames the encoder cannot keep up with are
+        left out of the video only, and counted in the summary.
     progress : bool
         Show a progress bar on stderr.
     backend_options : Mapping, optional
@@ -105,8 +114,12 @@ def run_source(
     ------
     BundleError, SourceError, BackendError
         For a bad bundle or source, before any output is created.
+    ValueError
+        For an unknown video format, before any output is created.
     """
     settings = settings or RuntimeSettings()
+    if video and video_format not in VIDEO_CODECS:
+        raise ValueError(f"unknown video format {video_format!r} (known: {', '.join(VIDEO_CODECS)})")
     bundle = load_bundle(bundle_dir)
     detector = load_detector(bundle, model_options(bundle, "detector", settings.threads, backend_options))
     worker = None
@@ -117,7 +130,7 @@ def run_source(
         out_dir.mkdir(parents=True, exist_ok=True)
         sinks: list[Sink] = [JsonlSink(out_dir / "detections.jsonl")]
         if video:
-            sinks.append(VideoSink(out_dir / "annotated.mp4", source.fps))
+            sinks.append(VideoSink(out_dir / f"annotated.{video_format}", source.fps))
         total = max_frames or source.frame_count
         bar = tqdm(total=total, unit="frame", disable=not progress, desc=Path(source_uri).name)
         models = StreamModels(detector, worker)
@@ -134,4 +147,5 @@ def run_source(
         loop.frames, seconds, len(loop.pipeline.track_ids),
         worker.stats() if worker is not None else {},
         [str(s.path) for s in sinks if isinstance(s, FileSink)],
+        next((s.stats() for s in sinks if isinstance(s, VideoSink)), {}),
     )

@@ -8,9 +8,13 @@ and the service's result log both append through it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,24 +177,128 @@ class JsonlSink(FileSink):
         self._lines.close()
 
 
-class VideoSink(FileSink):
-    """An annotated MP4 (``mp4v``, which every OpenCV build can write)."""
+VIDEO_CODECS = {"webm": "VP80", "mp4": "mp4v"}
+"""The annotated video's formats (the file's suffix) and the OpenCV fourcc each is written with.
 
-    def __init__(self, path: Path, fps: float) -> None:
+WebM (VP8) plays in browsers; ``mp4v`` MPEG-4 does not, and OpenCV's wheel has no H.264 encoder.
+"""
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block.
+
+    OpenCV prints a warning for every WebM writer it opens (no fourcc is "supported" by the
+    WebM muxer, which needs none), straight to the descriptor, past its log level.
+    """
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+
+
+class VideoSink(FileSink):
+    """An annotated video, encoded in a thread of its own so that the stream never waits on it.
+
+    The format is the path's suffix (:data:`VIDEO_CODECS`). Each frame is drawn here and put
+    into a queue of at most ``queue_frames`` frames; the encoder thread takes them in order.
+    A frame that finds the queue full (the encoder is behind: VP8 can take longer than the
+    detector per frame on a small CPU) is left out of the video and counted in
+    :attr:`dropped`; the other sinks still get it. An encoder failure is raised by the next
+    :meth:`write` or by :meth:`close`.
+
+    Parameters
+    ----------
+    path : Path
+        The video file: ``.webm`` or ``.mp4``.
+    fps : float
+        Its frame rate.
+    queue_frames : int
+        Drawn frames that may wait for the encoder.
+
+    Raises
+    ------
+    ValueError
+        For a suffix that is not a format of :data:`VIDEO_CODECS`.
+    """
+
+    def __init__(self, path: Path, fps: float, queue_frames: int = 16) -> None:
         super().__init__(path)
+        fourcc = VIDEO_CODECS.get(self.path.suffix.lstrip(".").lower())
+        if fourcc is None:
+            raise ValueError(f"{self.path}: unknown video format (known: {', '.join(VIDEO_CODECS)})")
+        self._fourcc = cv2.VideoWriter_fourcc(*fourcc)
         self._fps = fps
-        self._writer: cv2.VideoWriter | None = None
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(queue_frames)
+        self._thread: threading.Thread | None = None
+        self._error: Exception | None = None
+        self.written = 0
+        """Frames encoded into the video."""
+        self.dropped = 0
+        """Frames left out of the video because the encoder was behind."""
 
     def write(self, result: FrameResult, image: np.ndarray) -> bool:
-        """Draw and append one frame; the first frame fixes the video's size."""
-        if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(str(self.part), fourcc, self._fps, image.shape[1::-1])
-            if not self._writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot write an MP4 here")
-        self._writer.write(draw(image, result))
+        """Queue one frame, drawn, for the encoder; the first frame fixes the video's size."""
+        self._raise_error()
+        if self._thread is None:
+            self._start(image.shape[1::-1])
+        if self._queue.full():
+            self.dropped += 1
+        else:
+            self._queue.put_nowait(draw(image, result))
         return True
 
+    def stats(self) -> dict[str, int]:
+        """Return the frames ``written`` into the video and ``dropped`` from it."""
+        return {"written": self.written, "dropped": self.dropped}
+
+    def close(self, ok: bool = True) -> None:
+        """Encode the queued frames (none if not ``ok``), then finish the file as :class:`FileSink` does."""
+        if not ok:
+            self._discard_queued()
+        self._release()
+        super().close(ok and self._error is None)
+        self._raise_error()
+
+    def _start(self, size: tuple[int, int]) -> None:
+        with _stderr_silenced():
+            writer = cv2.VideoWriter(str(self.part), self._fourcc, self._fps, size)
+        if not writer.isOpened():
+            raise OSError(f"{self.path}: OpenCV cannot write {self.path.suffix} video here")
+        self._thread = threading.Thread(target=self._encode, args=(writer,), name="video", daemon=True)
+        self._thread.start()
+
+    def _encode(self, writer: cv2.VideoWriter) -> None:
+        """Encode queued frames until the end mark; after a failure, only take them off the queue."""
+        while (frame := self._queue.get()) is not None:
+            if self._error is None:
+                self._encode_one(writer, frame)
+        writer.release()
+
+    def _encode_one(self, writer: cv2.VideoWriter, frame: np.ndarray) -> None:
+        try:
+            writer.write(frame)
+            self.written += 1
+        except Exception as e:  # raised in the stream's thread by write() or close()
+            self._error = e
+
+    def _discard_queued(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise OSError(f"{self.path}: the video encoder failed: {self._error}") from self._error
+
     def _release(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
+        """Let the encoder finish what is queued and close the file (once)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
