@@ -132,7 +132,7 @@ clean:
 # CONVERT_ARGS passes more options to `edge convert` (see `edge convert --help`).
 # ATTR_CHECKPOINT: a trained attribute model (edge train's best.pt) instead of the untrained one;
 # ATTR_DATASET: a labelled dataset whose test split the gate also scores (INT8 against FP32 mA).
-CONVERT_TARGETS := rk3588 rk3576 rk3568 rk3566 rk3562 cpu jetson-orin
+CONVERT_TARGETS := rk3588 rk3576 rk3568 rk3566 rk3562 cpu jetson-orin openvino
 TARGET ?= rk3588
 CALIBRATION ?= calibration/default
 BUNDLE_NAME ?= default

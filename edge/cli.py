@@ -32,10 +32,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from edge.convert.export import build_fp32_bundle
+    from edge.convert.heads import parse_imgsz
 
     out = build_fp32_bundle(
         args.weights, args.out, attr_arch=args.attr_arch, attr_seed=args.attr_seed,
-        attr_checkpoint=args.attr_checkpoint,
+        attr_checkpoint=args.attr_checkpoint, imgsz=parse_imgsz(args.imgsz),
     )
     print(f"wrote bundle {out}")
     return 0
@@ -225,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--attr-arch", default="resnet50", help="attribute backbone if untrained")
     export.add_argument("--attr-seed", type=int, default=0, help="seed of the untrained model")
     export.add_argument("--attr-checkpoint", type=Path, default=None, help="trained attribute model")
+    export.add_argument("--imgsz", default="640",
+                        help="detector input: 640 (square), 640x480 (width x height, multiples of 32), "
+                        "or a video or image of the site, whose aspect gives it; calibration sets and "
+                        "conversions made from the bundle take its size")
     export.set_defaults(func=_export)
 
     serve = sub.add_parser(

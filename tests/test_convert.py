@@ -293,7 +293,7 @@ def test_every_target_opens_its_toolchain() -> None:
     toolchains = {name: target.open_toolchain(request) for name, target in TARGETS.items()}
     assert {name: (t.format, t.runs_here()) for name, t in toolchains.items()} == {
         **{soc: ("rknn", False) for soc in ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562")},
-        "cpu": ("onnx", True), "jetson-orin": ("onnx", False),
+        "cpu": ("onnx", True), "jetson-orin": ("onnx", False), "openvino": ("openvino", True),
     }
     assert toolchains["rk3576"].options.platform == "rk3576"
     # TensorRT, not onnxruntime, runs the Jetson's Q/DQ ONNX: the device builds its engine.
@@ -302,10 +302,11 @@ def test_every_target_opens_its_toolchain() -> None:
     assert toolchains["cpu"].bundle_entry(onnx_entry) == onnx_entry
     assert algorithms_by_toolchain() == {
         "RKNN": ("normal", "kl_divergence", "mmse"), "ONNX": ("percentile", "minmax", "entropy"),
+        "OpenVINO": ("mixed", "performance"),
     }
     with pytest.raises(ValueError, match="toolchain rknn has no option scheme"):
         open_toolchain("rknn", {"platform": "rk3588", "scheme": "cpu"}, request)
-    with pytest.raises(ValueError, match="no toolchain 'tflite' \\(known: qdq_onnx, rknn"):
+    with pytest.raises(ValueError, match="no toolchain 'tflite' \\(known: openvino, qdq_onnx, rknn"):
         open_toolchain("tflite", {}, request)
 
 

@@ -49,7 +49,6 @@ from edge.bundle import TASKS, sha256_file, staging, write_manifest
 from edge.convert import attribute_net
 from edge.convert.calibrate import CalibrationSet, load_calibration_set
 from edge.convert.export import (
-    DETECTOR_SIZE,
     add_golden,
     export_attributes,
     export_detector,
@@ -301,9 +300,10 @@ class _Conversion:
         """Export the detector in both layouts; run FP32 on the held-out frames."""
         weights, head, conf_th = self.options.weights, self.options.head, self.options.conf_th
         fp32_path, source = self.work / "detector-fp32.onnx", self.work / f"detector-{head}.onnx"
-        fp32 = export_detector(weights, fp32_path)
-        self._check_size("detector", fp32["input"], self.calibration.meta["input_size"])
-        entry = {**fp32, "output": export_head(weights, source, head, DETECTOR_SIZE)}
+        # The set's letterboxed frames fix the input: square, or the cameras' aspect.
+        size = tuple(self.calibration.meta["input_size"])
+        fp32 = export_detector(weights, fp32_path, size)
+        entry = {**fp32, "output": export_head(weights, source, head, size)}
         held_out = self.calibration.files("detector", "held_out")
         fp32_backend = open_backend(fp32_path, "onnx", {"threads": THREADS})
         reference = Detector(fp32_backend, fp32)
@@ -460,7 +460,8 @@ class _Conversion:
         """Return the manifest entry of a chosen INT8 model, its file copied into ``folder``."""
         model, attempt = self.models[task], self.chosen[task].attempt
         file = f"{task}{attempt.file.suffix}"
-        shutil.copyfile(attempt.file, folder / file)
+        for part in (attempt.file, *attempt.companions):
+            shutil.copyfile(part, folder / f"{task}{part.suffix}")
         return self.toolchain.bundle_entry({
             **model.entry, "file": file, "format": self.toolchain.format,
             "quantization": {**attempt.quantization, "calibration": self.calibration.describe()},

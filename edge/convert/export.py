@@ -13,7 +13,7 @@ import numpy as np
 from edge import schema
 from edge.bundle import load_bundle, sha256_file, staging, write_manifest
 from edge.convert import attribute_net
-from edge.convert.heads import export_stock_onnx
+from edge.convert.heads import ImageSize, export_stock_onnx, input_hw
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
 from edge.runtime.models import load_classifier, load_detector
 from edge.runtime.pipeline import crop
@@ -46,7 +46,7 @@ def load_yolo(weights: Path) -> Any:
     return YOLO(str(weights))
 
 
-def export_detector(weights: Path, out: Path) -> dict[str, Any]:
+def export_detector(weights: Path, out: Path, imgsz: ImageSize = DETECTOR_SIZE) -> dict[str, Any]:
     """Export a YOLOv8 checkpoint with Ultralytics' stock head and describe it.
 
     Parameters
@@ -55,6 +55,8 @@ def export_detector(weights: Path, out: Path) -> dict[str, Any]:
         The ``.pt`` checkpoint.
     out : Path
         Where to write the ``.onnx``.
+    imgsz : int or tuple
+        The input: a square side, or ``(height, width)`` of a camera's aspect.
 
     Returns
     -------
@@ -62,14 +64,15 @@ def export_detector(weights: Path, out: Path) -> dict[str, Any]:
         The manifest entry (without ``sha256``).
     """
     model = load_yolo(weights)
-    export_stock_onnx(weights, out, DETECTOR_SIZE)
+    height, width = input_hw(imgsz)
+    export_stock_onnx(weights, out, (height, width))
     classes = [model.names[i] for i in range(len(model.names))]
     return {
         "task": "detector",
         "file": out.name,
         "format": "onnx",
         "input": {
-            "name": "images", "shape": [1, 3, DETECTOR_SIZE, DETECTOR_SIZE],
+            "name": "images", "shape": [1, 3, height, width],
             "layout": "NCHW", "dtype": "float32",
         },
         "preprocess": {
@@ -167,8 +170,13 @@ def build_fp32_bundle(
     attr_arch: str = "resnet50",
     attr_seed: int = 0,
     attr_checkpoint: Path | None = None,
+    imgsz: ImageSize = DETECTOR_SIZE,
 ) -> Path:
     """Build the FP32 ``cpu`` bundle: detector and attribute ONNX plus the manifest.
+
+    ``imgsz`` is the detector's input: square, or ``(height, width)`` of the cameras'
+    aspect; a calibration set made with the bundle takes its size, and so do the
+    conversions made from that set.
 
     Returns
     -------
@@ -182,7 +190,7 @@ def build_fp32_bundle(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tools": tool_versions("ultralytics", "torch", "onnx", "onnxruntime"),
             "models": {
-                "detector": export_detector(weights, tmp / "detector.onnx"),
+                "detector": export_detector(weights, tmp / "detector.onnx", imgsz),
                 "attributes": export_attributes(
                     tmp / "attributes.onnx", attr_arch, attr_seed, attr_checkpoint
                 ),

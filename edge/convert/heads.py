@@ -23,6 +23,12 @@
     Sum of the class scores clipped to [0, 1], as rknn_model_zoo has it (a cheap
     filter for cells without any object).
 
+The input is square (``imgsz`` an int) or a rectangle (``imgsz`` a ``(height, width)``
+pair, both multiples of the largest stride, :data:`MAX_STRIDE`): a camera's aspect
+letterboxed into a square wastes the padding's pixels, and RKNN, TensorRT and OpenVINO
+all run a fixed rectangle. :func:`parse_imgsz` reads ``640``, ``640x480`` (width by
+height) or a sample of a site's video or image.
+
 Ultralytics is imported inside the functions only: importing it sets
 ``OMP_NUM_THREADS=1`` for the whole process. So is torch, so that the command line can
 read :data:`HEADS` without loading it.
@@ -45,6 +51,66 @@ if TYPE_CHECKING:
 
 OPSET = 13
 INPUT_NAME = "images"
+MAX_STRIDE = 32
+"""YOLOv8's largest stride: both sides of the input must be multiples of it."""
+DEFAULT_SIDE = 640
+"""The longest side of an input, square or camera-shaped."""
+
+ImageSize = int | tuple[int, int]
+"""A square side, or ``(height, width)``."""
+
+
+def input_hw(imgsz: ImageSize) -> tuple[int, int]:
+    """Return ``(height, width)`` of ``imgsz``.
+
+    Raises
+    ------
+    ValueError
+        When a side is not a positive multiple of :data:`MAX_STRIDE`.
+    """
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    if min(h, w) < MAX_STRIDE or h % MAX_STRIDE or w % MAX_STRIDE:
+        raise ValueError(f"input size {w}x{h}: both sides must be multiples of {MAX_STRIDE}")
+    return int(h), int(w)
+
+
+def camera_size(width: int, height: int, longest: int = DEFAULT_SIDE) -> tuple[int, int]:
+    """Return the stride-aligned ``(height, width)`` of a camera's aspect, its longest side ``longest``.
+
+    The short side is rounded up to a stride, so a frame fits with at most a stride of
+    padding: 768x576 (4:3) gives 640x480, 1920x1080 (16:9) 640x384.
+    """
+    scale = longest / max(width, height)
+
+    def side(n: int) -> int:
+        return -(-round(n * scale) // MAX_STRIDE) * MAX_STRIDE
+
+    return side(height), side(width)
+
+
+def parse_imgsz(text: str) -> tuple[int, int]:
+    """Return ``(height, width)`` from ``640``, ``640x480`` (width x height) or a video or image file.
+
+    A file is sampled: its first frame's aspect gives the size (:func:`camera_size`).
+
+    Raises
+    ------
+    ValueError
+        For text that is none of those, or a file that cannot be read.
+    """
+    if Path(text).is_file():
+        import cv2
+
+        cap = cv2.VideoCapture(text)
+        ok, frame = cap.read()
+        cap.release()
+        if not ok:
+            raise ValueError(f"--imgsz {text}: cannot read a frame from it")
+        return camera_size(frame.shape[1], frame.shape[0])
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and (height or width).isdigit()):
+        raise ValueError(f"--imgsz {text!r}: expected 640, 640x480 (width x height) or a video file")
+    return input_hw((int(height or width), int(width)))
 
 
 def zoo_output_names(strides: tuple[int, ...] = (8, 16, 32)) -> list[str]:
@@ -149,7 +215,7 @@ def _swap_head(model: nn.Module, forward: Callable[..., tuple[torch.Tensor, ...]
 
 
 def _export_swapped(
-    weights: Path, out: Path, imgsz: int, forward: Callable[..., tuple[torch.Tensor, ...]],
+    weights: Path, out: Path, imgsz: ImageSize, forward: Callable[..., tuple[torch.Tensor, ...]],
     names: Callable[[tuple[int, ...]], list[str]],
 ) -> tuple[int, ...]:
     """Export the checkpoint with its head's forward swapped; return the head's strides."""
@@ -162,7 +228,7 @@ def _export_swapped(
     with _torchscript_exporter():
         torch.onnx.export(
             model,
-            torch.zeros(1, 3, imgsz, imgsz),
+            torch.zeros(1, 3, *input_hw(imgsz)),
             str(out),
             opset_version=OPSET,
             input_names=[INPUT_NAME],
@@ -173,7 +239,7 @@ def _export_swapped(
     return strides
 
 
-def export_split_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
+def export_split_onnx(weights: Path, out: Path, imgsz: ImageSize = DEFAULT_SIDE) -> Path:
     """Export a YOLOv8 checkpoint to an FP32 ONNX with boxes and scores as two outputs.
 
     Parameters
@@ -183,7 +249,7 @@ def export_split_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
     out
         Where to write the ``.onnx``; its folder is created.
     imgsz
-        Side of the square input.
+        Side of the square input, or ``(height, width)``.
 
     Returns
     -------
@@ -195,7 +261,9 @@ def export_split_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
     return Path(out)
 
 
-def export_head(weights: Path, out: Path, head: str = "zoo", imgsz: int = 640) -> dict[str, Any]:
+def export_head(
+    weights: Path, out: Path, head: str = "zoo", imgsz: ImageSize = DEFAULT_SIDE
+) -> dict[str, Any]:
     """Export a YOLOv8 checkpoint in the layout ``head`` and describe its outputs.
 
     Parameters
@@ -207,7 +275,7 @@ def export_head(weights: Path, out: Path, head: str = "zoo", imgsz: int = 640) -
     head
         One of :data:`HEADS`.
     imgsz
-        Side of the square input.
+        Side of the square input, or ``(height, width)``.
 
     Returns
     -------
@@ -240,7 +308,7 @@ def _simplify(path: Path) -> None:
     onnx.save(onnxslim.slim(str(path)), str(path))
 
 
-def export_stock_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
+def export_stock_onnx(weights: Path, out: Path, imgsz: ImageSize = DEFAULT_SIDE) -> Path:
     """Export a YOLOv8 checkpoint with Ultralytics' own ONNX export (one output).
 
     Parameters
@@ -250,7 +318,7 @@ def export_stock_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
     out
         Where to write the ``.onnx``; its folder is created.
     imgsz
-        Side of the square input.
+        Side of the square input, or ``(height, width)``.
 
     Returns
     -------
@@ -268,6 +336,7 @@ def export_stock_onnx(weights: Path, out: Path, imgsz: int = 640) -> Path:
         copy = shutil.copy(weights, tmp)
         with _torchscript_exporter():
             written = YOLO(copy).export(
-                format="onnx", imgsz=imgsz, opset=OPSET, simplify=True, dynamic=False, verbose=False
+                format="onnx", imgsz=list(input_hw(imgsz)), opset=OPSET, simplify=True, dynamic=False,
+                verbose=False,
             )
         return Path(shutil.move(written, out))

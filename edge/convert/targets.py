@@ -5,7 +5,8 @@
 (:mod:`edge.convert.toolchains`) and that toolchain's options: Rockchip boards get RKNN
 INT8 models built by rknn-toolkit2 (in ``.venv-rknn``) for their platform; ``cpu`` and
 ``jetson-orin`` get INT8 ONNX models with explicit Q/DQ nodes made by onnxruntime's
-static quantization, placed for onnxruntime or for TensorRT. The Jetson's TensorRT
+static quantization, placed for onnxruntime or for TensorRT; ``openvino`` (Intel CPUs,
+GPUs and NPUs) gets INT8 OpenVINO IR made by NNCF. The Jetson's TensorRT
 engine is built on the device from that ONNX (TensorRT engines are specific to the
 device and its TensorRT version), so the host ships the ONNX.
 """
@@ -87,6 +88,7 @@ TARGETS: dict[str, Target] = {
         _rockchip("rk3562", 1),
         Target("cpu", "qdq_onnx", "cpu", 0, "cpu-int8", {"scheme": "cpu"}),
         Target("jetson-orin", "qdq_onnx", "jetson-orin", 0, "jetson-orin", {"scheme": "tensorrt"}),
+        Target("openvino", "openvino", "openvino", 0, "openvino"),
     )
 }
 """Every target, by name."""

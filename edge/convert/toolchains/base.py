@@ -123,6 +123,9 @@ class Attempt:
         Seconds per step (and any other cost worth reporting, such as peak memory).
     tools : dict
         Versions of the tools that made it, for the manifest's ``tools``.
+    companions : list of Path
+        Files the model file is read with, which travel beside it under its new name
+        with their own suffix (OpenVINO IR: the ``.bin`` weights of the ``.xml``).
     """
 
     hybrid: bool
@@ -132,6 +135,7 @@ class Attempt:
     worst_layers: list[dict[str, Any]]
     timings_s: dict[str, float]
     tools: dict[str, str] = field(default_factory=dict)
+    companions: list[Path] = field(default_factory=list)
 
     @property
     def mode(self) -> str:
