@@ -21,8 +21,10 @@ from service import EdgeService, metrics, sample
 from waiting import wait_until
 
 from edge.schema import ATTRIBUTE_NAMES, UNKNOWN
+from edge.settings import LIVE_KEYS, RuntimeSettings
 
 TOKEN = "s3cret-token"
+LIVE_DEFAULTS = {key: getattr(RuntimeSettings(), key) for key in LIVE_KEYS}
 RTSP_UNAVAILABLE = unavailable_reason()
 needs_rtsp = pytest.mark.skipif(RTSP_UNAVAILABLE is not None, reason=str(RTSP_UNAVAILABLE))
 
@@ -140,7 +142,7 @@ def test_status_and_metrics_show_the_same_figures(service, media):
 
     assert status["service"] == {
         "ready": True, "reasons": [], "max_streams": 3,
-        "settings": {"conf_th": 0.3, "iou_th": 0.7, "score_th_capture": 0.2, "min_live_seconds": 0.3},
+        "settings": LIVE_DEFAULTS,
     }
     streams = {s["id"]: s for s in status["streams"]}
     assert set(streams) == {"fig.0", "fig.1"}
@@ -175,9 +177,7 @@ def test_status_and_metrics_show_the_same_figures(service, media):
 def test_thresholds_change_live_and_a_reload_keeps_the_jobs_running(service):
     start(service, "live", ["vtest.avi"], 60)
     wait_until(lambda: service.job("live")["results"]["count"] >= 3, "results")
-    assert service.json("PATCH", "/api/config", json={"conf_th": 0.5}) == {
-        "conf_th": 0.5, "iou_th": 0.7, "score_th_capture": 0.2, "min_live_seconds": 0.3,
-    }
+    assert service.json("PATCH", "/api/config", json={"conf_th": 0.5}) == {**LIVE_DEFAULTS, "conf_th": 0.5}
     changed = time.time()
     try:
         assert service.json("GET", "/api/config")["conf_th"] == 0.5

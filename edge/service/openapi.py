@@ -122,7 +122,9 @@ def document(app: Flask, secured: bool) -> dict[str, Any]:
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            operation = OPERATIONS[(rule.endpoint, method)]
+            operation = OPERATIONS.get((rule.endpoint, method))
+            if operation is None:
+                raise KeyError(f"{method} {rule.rule} ({rule.endpoint}) is not described in OPERATIONS")
             paths.setdefault(path, {})[method.lower()] = _operation(
                 rule.endpoint, operation, sorted(rule.arguments), refs, secured)
     return {
@@ -161,7 +163,8 @@ def _operation(endpoint: str, op: Operation, arguments: list[str], refs: dict[An
 def _response(status: int, answer: Any, refs: dict[Any, str]) -> dict[str, Any]:
     description = HTTPStatus(status).phrase
     if isinstance(answer, str):
-        return {"description": description, "content": {answer: {"schema": {}}}}
+        schema = {"type": "string", **({"format": "binary"} if answer.startswith("image/") else {})}
+        return {"description": description, "content": {answer: {"schema": schema}}}
     return {"description": description, "content": {"application/json": {"schema": {"$ref": refs[answer]}}}}
 
 

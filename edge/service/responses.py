@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from edge.runtime.sources import SourceState
-from edge.settings import LIVE_KEYS
+from edge.settings import LIVE_KEYS, RuntimeSettings
 
 StreamState = Literal[tuple(s.value for s in SourceState)]  # type: ignore[valid-type]
 JobState = Literal["running", "ended", "stopped"]
@@ -45,7 +45,7 @@ class Ready(_Closed):
 
 LiveValues = create_model(
     "LiveValues", __config__=ConfigDict(extra="forbid"), __doc__="The live settings now.",
-    **{key: (float, ...) for key in LIVE_KEYS},
+    **{key: (RuntimeSettings.model_fields[key].annotation, ...) for key in LIVE_KEYS},
 )
 """``GET``/``PATCH /api/config``: the live settings now."""
 

@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from edge.runtime.sources import LIVE_SCHEMES, scheme_of
 from edge.service.jobs import Camera, check_job_id
-from edge.settings import LIVE_KEYS
+from edge.settings import LIVE_KEYS, RuntimeSettings
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_URL_CHARS = 2048
@@ -45,6 +45,8 @@ MAX_END_TIME = 253402300799.0
 _BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
 Number = Annotated[float, Strict()]
 """A JSON number (an integer or not), never a string or a boolean."""
+Integer = Annotated[int, Strict()]
+"""A JSON integer, never a boolean."""
 
 
 class RequestError(Exception):
@@ -83,7 +85,8 @@ def _some_of(schema: dict[str, Any]) -> None:
 ConfigChange = create_model(
     "ConfigChange", __doc__="Some of the live settings, to change.",
     __config__=ConfigDict(**_BODY, json_schema_extra=_some_of),
-    **{key: (Number, None) for key in LIVE_KEYS},
+    **{key: (Integer if RuntimeSettings.model_fields[key].annotation is int else Number, None)
+       for key in LIVE_KEYS},
 )
 """A ``PATCH /api/config`` body: some of the live keys; ranges are the settings' own."""
 
@@ -207,6 +210,8 @@ def _complaint(e: Any) -> str:
         return "must be a finite number"
     if kind in ("float_type", "float_parsing"):
         return f"must be a number, got {_json_type(value)}"
+    if kind == "int_type":
+        return f"must be an integer, got {_json_type(value)}"
     if kind == "bool_type":
         return "must be true or false"
     if kind == "less_than_equal":
