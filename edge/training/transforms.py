@@ -17,7 +17,6 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import torch
-from torchvision import transforms as T
 
 from edge.convert.attribute_net import IMAGENET_MEAN, IMAGENET_STD
 from edge.runtime.attributes import prepare_crop
@@ -38,13 +37,23 @@ def _prepared(size: int) -> Callable[[np.ndarray], np.ndarray]:
     return prepare
 
 
+def _torchvision_transforms():  # noqa: ANN202 - the module
+    # Imported when a transform is built, not with this module: a device's `edge` command
+    # parses the training options without torchvision (its wheelhouse has none that loads).
+    from torchvision import transforms
+
+    return transforms
+
+
 def eval_transform(size: int) -> Transform:
     """Return the evaluation transform: the runtime's preparation, ToTensor, Normalize."""
+    T = _torchvision_transforms()  # noqa: N806 - torchvision's usual name
     return T.Compose([_prepared(size), T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 def train_transform(size: int) -> Transform:
     """Return the training transform: the runtime's preparation, the augmentations, then as eval."""
+    T = _torchvision_transforms()  # noqa: N806 - torchvision's usual name
     return T.Compose([
         _prepared(size),
         T.ToPILImage(),
