@@ -23,6 +23,7 @@ help:
 	@echo "make models fetch the default weights and build the default CPU bundle"
 	@echo "make data   fetch the default pedestrian clip"
 	@echo "make bench  print runtime speed figures"
+	@echo "make bench-peers  ours against Ultralytics' track() on its ONNX and OpenVINO exports"
 	@echo "make docs   the package's API documentation (pdoc) in docs/api/"
 	@echo "make serve  run the device service (CONFIG=file.yaml optional)"
 	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (README: Conversion)"
@@ -96,7 +97,7 @@ $(BUNDLE)/manifest.json: $(WEIGHTS) $(VENV)/.done
 models: $(BUNDLE)/manifest.json
 
 demo: models data
-	$(PY) -m edge.cli run $(CLIP) --bundle $(BUNDLE) --out runs/demo
+	$(PY) -m edge.cli run $(CLIP) --out runs/demo
 	@echo "Outputs: runs/demo/detections.jsonl and runs/demo/annotated.webm"
 
 test: models data system-deps $(RKNN_VENV)/.done
@@ -163,6 +164,36 @@ convert: $(WEIGHTS) $(if $(filter calibration/default,$(CALIBRATION)),calibratio
 		$(if $(ATTR_DATASET),--attr-dataset $(ATTR_DATASET)) $(CONVERT_ARGS)
 
 .PHONY: calibration convert
+
+# --- Peers (bench/peers.py): Ultralytics' track() on its own exports against our bundles. ---
+# Ultralytics, OpenVINO, NNCF and lap (its trackers' solver) live in a venv of their own,
+# never in .venv. Our three bundles are made when missing: cpu-int8, openvino, and the
+# camera-shaped openvino bundle, whose input takes the clip's aspect (640x480, from a
+# sample of the clip) through its FP32 bundle and calibration set.
+PEERS_VENV := .venv-peers
+CAMERA := models/camera
+
+$(PEERS_VENV)/.done:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q $(TORCH_PINS) ultralytics openvino nncf lap onnx onnxslim onnxruntime
+	touch $@
+
+models/default/cpu-int8/manifest.json models/default/openvino/manifest.json: | calibration/default/set.json
+	$(MAKE) --no-print-directory convert TARGET=$(if $(findstring cpu-int8,$@),cpu,openvino)
+
+$(CAMERA)/cpu/manifest.json: $(WEIGHTS) $(CLIP) | $(VENV)/.done
+	$(PY) -m edge.cli export --weights $(WEIGHTS) --out $(CAMERA)/cpu --imgsz $(CLIP)
+
+calibration/camera/set.json: $(CAMERA)/cpu/manifest.json
+	$(PY) -m edge.cli calibrate $(CLIP) --out calibration/camera --bundle $(CAMERA)/cpu
+
+$(CAMERA)/openvino/manifest.json: calibration/camera/set.json
+	$(MAKE) --no-print-directory convert TARGET=openvino CALIBRATION=calibration/camera BUNDLE_NAME=camera
+
+.PHONY: bench-peers
+bench-peers: models data $(PEERS_VENV)/.done models/default/cpu-int8/manifest.json \
+		models/default/openvino/manifest.json $(CAMERA)/openvino/manifest.json
+	$(PY) bench/peers.py --peers-python $(PEERS_VENV)/bin/python --clip $(CLIP) --weights $(WEIGHTS)
 
 # --- Deploy (deploy/ansible/README.md): what travels to a device, and the Ansible run. ---
 # `make dist` builds the package wheel and the offline wheelhouse of one device target

@@ -17,11 +17,26 @@ from edge.bundle import BundleError
 from edge.settings import ConfigError, add_runtime_arguments, runtime_from_arguments
 
 
+def _fastest_bundle() -> Path:
+    """Return the fastest bundle built here that this machine runs: ``edge run``'s default.
+
+    OpenVINO's INT8 (``make convert TARGET=openvino``) where OpenVINO is installed, then
+    onnxruntime's (``TARGET=cpu``), then the FP32 bundle of ``make models``.
+    """
+    import importlib.util
+
+    built = (("models/default/openvino", "openvino"), ("models/default/cpu-int8", "onnxruntime"))
+    for folder, library in built:
+        if Path(folder, "manifest.json").is_file() and importlib.util.find_spec(library):
+            return Path(folder)
+    return Path("models/default/cpu")
+
+
 def _run(args: argparse.Namespace) -> int:
     from edge.runtime.runner import run_source
 
     summary = run_source(
-        args.source, args.bundle, args.out, runtime_from_arguments(args),
+        args.source, args.bundle or _fastest_bundle(), args.out, runtime_from_arguments(args),
         max_frames=args.max_frames, video=not args.no_video, video_format=args.video_format,
         progress=not args.quiet,
         backend_options=dict(args.backend_option),
@@ -207,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="detect, track and attribute persons in a video, image or stream")
     run.add_argument("source", help="video file, image, image folder or rtsp:// URL")
-    run.add_argument("--bundle", type=Path, default=Path("models/default/cpu"), help="bundle folder")
+    run.add_argument("--bundle", type=Path, default=None,
+                     help="bundle folder (default: the fastest built here, models/default/openvino, "
+                     "cpu-int8, then cpu)")
     run.add_argument("--out", type=Path, default=Path("runs/latest"), help="output folder")
     run.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     run.add_argument("--no-video", action="store_true", help="write only detections.jsonl")
