@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -344,3 +345,16 @@ def test_the_cpu_int8_bundle_answers_top_color_as_fp32_through_edge_run(shipped,
     # The runtime's crop is the detector's box around the pasted person, not the collected one.
     right = sum(answers["fp32"][k] == truth[k][1] for k in both)
     assert right >= len(both) / 2, (answers, [t for _, t in truth])
+
+
+def test_the_edge_command_builds_its_parser_without_torch() -> None:
+    """A device's ``edge run`` parses ``edge train``'s options too; its defaults are the network's."""
+    code = ("import sys; from edge.cli import build_parser; p = build_parser(); "
+            "print('torch' in sys.modules); p.parse_args(['train', '--help'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout.splitlines()[0] == "False", proc.stderr
+    from edge.convert.attribute_net import ARCHITECTURES, INPUT_SIZE
+    from edge.training.recipe import defaults
+
+    assert defaults()["input_size"] == INPUT_SIZE
+    assert all(name.removeprefix("resnet") in proc.stdout for name in ARCHITECTURES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def _train(args: argparse.Namespace) -> int:
     from edge.convert.attribute_net import read_checkpoint
-    from edge.training.train import Recipe, Run, resumed_recipe, train
+    from edge.training.recipe import Recipe
+    from edge.training.train import Run, resumed_recipe, train
 
     given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
     if args.resume is not None:
@@ -134,10 +136,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from edge.convert.attribute_metrics import SCORES
-    from edge.convert.attribute_net import ARCHITECTURES
-    from edge.training.train import OPTIMIZERS, Recipe
+    from edge.training.recipe import OPTIMIZERS, defaults
 
-    d = Recipe()
+    d = SimpleNamespace(**defaults())
     p = sub.add_parser(
         "train", help="train the attribute classifier on datasets (host)",
         description="Train the attribute network on the train crops of the datasets, validating on their "
@@ -147,7 +148,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="dataset folders")
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. runs/train/NAME")
-    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help=f"backbone ({d.arch})")
+    p.add_argument("--arch", default=None, help=f"torchvision ResNet: resnet18, 34, 50 or 101 ({d.arch})")
     p.add_argument("--ensemble", dest="shared", action="store_const", const=False, default=None,
                    help="one backbone per attribute, as the original system (default: one shared backbone)")
     p.add_argument("--input-size", type=int, default=None, help=f"crop side in pixels ({d.input_size})")
