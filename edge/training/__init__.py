@@ -6,5 +6,7 @@ A dataset is a folder of person crops with one label per attribute of
 :mod:`edge.training.labelstudio` or :mod:`edge.training.cvat`, imported from the public
 person-attribute datasets (:mod:`edge.training.public`), described by
 :mod:`edge.training.stats` and joined by :mod:`edge.training.merge`; the format and its
-checks are :mod:`edge.training.dataset`.
+checks are :mod:`edge.training.dataset`. The attribute classifier is trained on them by
+:mod:`edge.training.train` (``edge train``) and evaluated by :mod:`edge.training.evaluate`
+(``edge evaluate``).
 """
