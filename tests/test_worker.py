@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from edge.runtime.evidence import CropAnswer
+from edge.runtime.pipeline import crop as cut
 from edge.runtime.worker import AttributeWorker
 from edge.schema import ATTRIBUTES
 
@@ -151,10 +152,11 @@ def test_answers_arrive_for_submitted_crops() -> None:
         assert stats["alive"]
 
 
-def test_a_crop_is_copied_at_submit() -> None:
+def test_a_crop_is_cut_as_a_copy_once_so_the_sinks_may_draw_on_the_frame() -> None:
     with AttributeWorker(DominantColor) as worker:
         frame = crop(2)
-        worker.submit(1, frame[:, :4])  # a view of the frame, red
+        piece = cut(frame, np.array([0, 0, 4, frame.shape[0]]))  # the pipeline's one copy, red
+        worker.submit(1, piece)  # handed over as it is: no second copy
         frame[:] = (255, 0, 0)  # the sinks paint the frame blue afterwards
         assert collect(worker, 1) == {1: expected(2)}
 
