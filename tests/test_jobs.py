@@ -23,7 +23,7 @@ from edge.service.jobs import STATE_FILE, Camera, CapacityExceeded, JobConflict,
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.service.results import ResultLog
 from edge.service.streams import MAX_CONSECUTIVE_ERRORS
-from edge.settings import ConfigError, RuntimeSettings, ServiceSettings
+from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
 
 FAR = 4_000_000_000.0  # an end time far ahead
 
@@ -59,8 +59,22 @@ def view(models: ModelSet, backend: Backend | None = None) -> ModelSet:
     """
     from edge.runtime.detector import Detector
 
-    detector = Detector(backend or models.detector.backend, models.bundle.model("detector"))
+    detector = Detector(Unclosed(backend or models.detector.backend), models.bundle.model("detector"))
     return ModelSet(models.bundle, detector, None, None, time.time())
+
+
+class Unclosed(Backend):
+    """A backend shared by the tests' views: a view's close leaves it open for the next test."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner, self.inputs, self.outputs = inner, inner.inputs, inner.outputs
+        self.parallel = inner.parallel
+
+    def run(self, inputs):
+        return self._inner.run(inputs)
+
+    def submit(self, inputs) -> Future:
+        return self._inner.submit(inputs)
 
 
 @pytest.fixture
@@ -221,8 +235,9 @@ def test_streams_move_to_reloaded_models_and_the_old_ones_close(manager, holder,
 def test_live_settings_change_together_or_not_at_all():
     live = LiveSettings(RuntimeSettings())
     before = live.current
+    defaults = {key: getattr(RuntimeSettings(), key) for key in LIVE_KEYS}
     assert live.update({"conf_th": 0.45, "min_live_seconds": 1.5}) == {
-        "conf_th": 0.45, "iou_th": 0.7, "score_th_capture": 0.2, "min_live_seconds": 1.5,
+        **defaults, "conf_th": 0.45, "min_live_seconds": 1.5,
     }
     now = live.current
     assert (now.conf_th, now.min_live_seconds) == (0.45, 1.5), "a new snapshot holds both changes"
