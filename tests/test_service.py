@@ -126,7 +126,9 @@ def test_an_rtsp_job_processes_the_newest_frames_until_end_time(service, clip):
     # The detector is slower than the camera: frames it could not take were replaced, never queued.
     assert stream["frames_dropped"] > 0
     assert stream["frames_processed"] + stream["frames_dropped"] <= stream["frames_read"]
-    assert stream["frames_read"] - stream["frames_processed"] - stream["frames_dropped"] <= 2
+    # At the end time, at most the frames in flight (onnxruntime: one running, one submitted
+    # behind it) and the one waiting in the source were read and neither processed nor dropped.
+    assert stream["frames_read"] - stream["frames_processed"] - stream["frames_dropped"] <= 3
     results = service.all_results("cam")
     assert len(results) == stream["frames_processed"] and any(r["detections"] for r in results)
     frames = [r["frame"] for r in results]
@@ -177,8 +179,12 @@ def test_status_and_metrics_show_the_same_figures(service, media):
 def test_thresholds_change_live_and_a_reload_keeps_the_jobs_running(service):
     start(service, "live", ["vtest.avi"], 60)
     wait_until(lambda: service.job("live")["results"]["count"] >= 3, "results")
+    before_change = service.job("live")["results"]["count"]
     assert service.json("PATCH", "/api/config", json={"conf_th": 0.5}) == {**LIVE_DEFAULTS, "conf_th": 0.5}
-    changed = time.time()
+    # Each frame reads the settings as it is finished, one at a time in frame order: the
+    # frame being finished during the PATCH may still have read the old ones, every later one
+    # reads the new (counting frames, not seconds, holds on a loaded machine too).
+    after_change = service.job("live")["results"]["count"] + 1
     try:
         assert service.json("GET", "/api/config")["conf_th"] == 0.5
         assert metrics(service)[sample("edge_setting_conf_th")] == 0.5
@@ -191,8 +197,8 @@ def test_thresholds_change_live_and_a_reload_keeps_the_jobs_running(service):
         service.json("PATCH", "/api/config", json={"conf_th": 0.3})
     assert job["state"] == "stopped" and job["streams"][0]["errors"] == 0
     results = service.all_results("live")
-    before = [d["confidence"] for r in results if r["wall"] < changed for d in r["detections"]]
-    after = [d["confidence"] for r in results if r["wall"] > changed + 1.0 for d in r["detections"]]
+    before = [d["confidence"] for r in results if r["seq"] < before_change for d in r["detections"]]
+    after = [d["confidence"] for r in results if r["seq"] >= after_change for d in r["detections"]]
     assert min(before) < 0.5 < min(after)
     assert service.json("GET", "/status")["bundle"]["loaded_at"] == reloaded["bundle"]["loaded_at"]
 
