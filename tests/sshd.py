@@ -1,7 +1,8 @@
 """Loopback SSH "devices" for the deploy tests: Debian's sshd on 127.0.0.1, one per port.
 
 Each device has its own host key, accepts one client key (root login by key only) and is
-stopped by the PID this module started. Nothing listens beyond 127.0.0.1.
+stopped by the PID this module started. Nothing listens beyond 127.0.0.1. A device with a
+``chroot`` runs the sshd of that root inside it (an emulated board: tests/arm64.py).
 """
 
 from __future__ import annotations
@@ -33,12 +34,26 @@ def keygen(path: Path) -> Path:
 
 @dataclass
 class SshDevice:
-    """One sshd on 127.0.0.1:``port`` whose files live in ``root``."""
+    """One sshd on 127.0.0.1:``port`` whose files live in ``root``.
+
+    With ``chroot``, ``root`` lies inside that folder and the sshd is the one of the root,
+    run there by ``chroot``: the sessions it opens see only that root.
+    """
 
     name: str
     port: int
     root: Path
     process: subprocess.Popen | None = None
+    chroot: Path | None = None
+    start_timeout_s: float = 15.0
+
+    def _seen(self, path: Path) -> Path:
+        """``path`` as the sshd sees it (inside its chroot, if any)."""
+        return path if self.chroot is None else Path("/") / path.relative_to(self.chroot)
+
+    def _sshd(self, *args: str) -> list[str]:
+        """The command line of this device's sshd."""
+        return [*(["chroot", str(self.chroot)] if self.chroot else []), SSHD, *args]
 
     @property
     def host_key(self) -> Path:
@@ -59,9 +74,9 @@ class SshDevice:
         config = self.root / "sshd_config"
         config.write_text(
             f"ListenAddress 127.0.0.1:{self.port}\n"
-            f"HostKey {self.host_key}\n"
-            f"PidFile {self.root / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {authorized}\n"
+            f"HostKey {self._seen(self.host_key)}\n"
+            f"PidFile {self._seen(self.root / 'sshd.pid')}\n"
+            f"AuthorizedKeysFile {self._seen(authorized)}\n"
             "PermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\n"
@@ -71,13 +86,15 @@ class SshDevice:
             "MaxSessions 50\n"
             "Subsystem sftp internal-sftp\n"
         )
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder
-        subprocess.run([SSHD, "-t", "-f", str(config)], check=True)
+        (self.chroot or Path("/")).joinpath("run", "sshd").mkdir(exist_ok=True)  # privilege separation
+        config_seen = str(self._seen(config))
+        subprocess.run(self._sshd("-t", "-f", config_seen), check=True)
         # Its own stdio: session processes outlive sshd and must not hold the caller's pipes.
-        self.process = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(self.root / "sshd.log")],
+        log = str(self._seen(self.root / "sshd.log"))
+        self.process = subprocess.Popen(self._sshd("-D", "-f", config_seen, "-E", log),
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd {self.name} exited: {(self.root / 'sshd.log').read_text()}")
