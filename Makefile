@@ -103,6 +103,11 @@ demo: models data
 test: models data system-deps $(RKNN_VENV)/.done
 	$(VENV)/bin/pytest -q
 
+# The emulated aarch64 board deploy (tests/test_deploy_arm64.py): root, ~30-45 min; not in `make test`.
+.PHONY: test-board
+test-board: models data system-deps $(RKNN_VENV)/.done
+	$(VENV)/bin/pytest -q -m board tests/test_deploy_arm64.py
+
 lint: venv
 	$(VENV)/bin/ruff check .
 

@@ -46,7 +46,7 @@ NAME = "rk3588-emu"
 EDGE = "/opt/silhouette-edge"  # the role's defaults: the board is a whole root of its own
 BOARD_PYTHON = "3.11.2"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.board]
 
 
 def _flat(text: str) -> str:
