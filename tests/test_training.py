@@ -250,6 +250,10 @@ def shipped(trained: Path, dataset: Path, tmp_path_factory, weights: Path, clip:
     assert main(["calibrate", str(root / "train.avi"), "--out", str(root / "calibration"), "--bundle",
                  str(bundles["fp32"]), "--frames", "12", "--held-out", "4", "--crops", "16",
                  "--held-out-crops", "6", "--min-difference", "0", "-q"]) == 0
+    # The detector's gate is not under test here (tests/test_convert.py holds it to 0.98 on
+    # the clip): 4 held-out frames give 25 boxes, and one near the threshold flips with the
+    # CPU's INT8 kernels (24/25 on a CI machine, 25/25 here), so it is held to 0.9.
+    detector_gate = "--min-matched 0.9"
     targets = {"cpu": "cpu-int8"}
     if (ROOT / ".venv-rknn/bin/python").exists():
         targets["rk3588"] = "rk3588"
@@ -258,7 +262,7 @@ def shipped(trained: Path, dataset: Path, tmp_path_factory, weights: Path, clip:
             ["make", "--no-print-directory", "convert", f"TARGET={target}",
              f"CALIBRATION={root / 'calibration'}", f"MODELS_DIR={root / 'models'}", "BUNDLE_NAME=t",
              f"ATTR_CHECKPOINT={trained / 'best.pt'}",
-             f"ATTR_DATASET={dataset}", "CONVERT_ARGS=-q --no-analysis"],
+             f"ATTR_DATASET={dataset}", f"CONVERT_ARGS=-q --no-analysis {detector_gate}"],
             cwd=ROOT, capture_output=True, text=True, timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -256,15 +256,19 @@ def test_a_child_that_cannot_build_its_classifier_is_retried() -> None:
 def test_close_leaves_no_child_process(
     gated, stuck: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    factory, busy, _, _ = gated
+    factory, busy, gate, _ = gated
     worker = AttributeWorker(factory)
     worker.start()
     pid = worker.pid
+    if not stuck:  # one answer first: the child is up and waiting, not still importing
+        gate.set()
+    worker.submit(0, crop(0))
     if stuck:  # the gate never opens: only SIGTERM ends this child
-        worker.submit(0, crop(0))
         assert busy.wait(DEADLINE_S)
+    else:
+        assert collect(worker, 1) == {0: expected(0)}
     with caplog.at_level(logging.WARNING, logger="edge.runtime.worker"):
-        worker.close(timeout=2.0)  # a child still starting on a loaded machine needs a moment
+        worker.close(timeout=2.0)
     # An idle child obeys the sentinel; a stuck one has to be ended.
     assert (f"attribute process {pid} did not stop" in caplog.text) is stuck
     assert not worker.alive
