@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -174,6 +176,137 @@ def _base_type(annotation: Any) -> Any:
     return getattr(annotation, "__origin__", annotation)
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""What a job id or a camera's name may be: it names a results folder."""
+
+
+def _live_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(changes) - set(LIVE_KEYS))
+    if unknown:
+        raise ValueError(f": {', '.join(unknown)} cannot be set per camera (only {', '.join(LIVE_KEYS)})")
+    try:
+        RuntimeSettings().changed(changes)
+    except ConfigError as e:
+        raise ValueError(f": {e}") from None
+    return changes
+
+
+def _name(name: str) -> str:
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"{name[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
+    return name
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class CameraSettings(BaseModel):
+    """One standing camera: started with the service, run until it is stopped (``cameras:``).
+
+    Attributes
+    ----------
+    name : str
+        Names the camera in the API, ``/status``, ``/metrics`` and its results folder
+        (1 to 64 letters, digits, ``_`` or ``-``); unique on a device.
+    url : str
+        An RTSP (or HTTP) URL, or a video file under ``media_root``.
+    transport : str or None
+        ``tcp`` or ``udp`` for RTSP; None takes ``source.transport``.
+    realtime : bool or None
+        Files only: read at the file's own frame rate; None takes ``source.realtime``.
+    enabled : bool
+        Start it with the service (a disabled camera can be started through the API).
+    thresholds : dict
+        This camera's own values of live settings (``conf_th``, ``iou_th``,
+        ``min_live_seconds``...) over the service's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: Annotated[str, AfterValidator(_name)]
+    url: Annotated[str, AfterValidator(_non_empty)]
+    transport: Literal["tcp", "udp"] | None = None
+    realtime: bool | None = None
+    enabled: bool = True
+    thresholds: Annotated[dict[str, Any], AfterValidator(_live_changes)] = Field(default_factory=dict)
+
+
+def _read_secret(data: Any, file_key: str, key: str) -> Any:
+    """Put the content of the file ``data[file_key]`` names into ``data[key]``."""
+    if not isinstance(data, Mapping) or not data.get(file_key):
+        return data
+    if data.get(key):
+        raise ValueError(f".{file_key}: give the {key} or a {file_key}, not both")
+    try:
+        secret = Path(str(data[file_key])).read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f".{file_key}: cannot read the {key}: {getattr(e, 'strerror', None) or e}") from None
+    if not secret:
+        raise ValueError(f".{file_key}: {data[file_key]} is empty")
+    return {**data, key: secret}
+
+
+def _topic_prefix(prefix: str) -> str:
+    if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+        raise ValueError(f"must be a topic without wildcards or a leading or trailing '/', got {prefix!r}")
+    return prefix
+
+
+def _port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"must be within 1..65535, got {port}")
+    return port
+
+
+class MqttSettings(BaseModel):
+    """Where the device publishes its events (``mqtt:``; the README's "MQTT events").
+
+    Attributes
+    ----------
+    host, port : str, int
+        The broker.
+    topic_prefix : str
+        Every topic starts with it: ``<prefix>/<client_id>/available``...
+    client_id : str
+        The device's MQTT client id, and its part of the topics; the host name by default.
+    user : str
+        Empty: no login.
+    password, password_file : str
+        The password, or better a file holding it (read at start).
+    tls : bool
+        Connect with TLS (``ca_file``: the CA to trust; empty: the system's).
+    ca_file : str
+    keepalive_seconds : int
+    queue_size : int
+        Messages waiting for the broker at most; beyond it the oldest is dropped (counted).
+    stats_seconds : float
+        How often the device's figures are published (0: never).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    host: Annotated[str, AfterValidator(_non_empty)]
+    port: Annotated[int, AfterValidator(_port)] = 1883
+    topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "silhouette"
+    client_id: str = Field(default_factory=lambda: socket.gethostname(), pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    user: str = ""
+    password: str = Field("", repr=False)
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    keepalive_seconds: Count = 30
+    queue_size: Count = 1000
+    stats_seconds: Seconds = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_password_file(cls, data: Any) -> Any:
+        return _read_secret(data, "password_file", "password")
+
+
 class ServiceSettings(BaseSettings):
     """What ``edge serve`` runs with: one YAML file, then ``EDGE_*`` environment overrides.
 
@@ -212,6 +345,10 @@ class ServiceSettings(BaseSettings):
         ``transport``, ``gstreamer``, ``realtime``, timeouts, backoff...).
     selftest_on_start : bool
         Run the bundle's self-test before declaring the service ready.
+    cameras : list of CameraSettings
+        The standing cameras, started with the service.
+    mqtt : MqttSettings or None
+        Where events go; None publishes none.
     """
 
     model_config = SettingsConfigDict(
@@ -232,6 +369,8 @@ class ServiceSettings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     source: dict[str, Any] = Field(default_factory=dict)
     selftest_on_start: bool = True
+    cameras: list[CameraSettings] = Field(default_factory=list)
+    mqtt: MqttSettings | None = None
 
     @field_validator("listen")
     @classmethod
@@ -263,17 +402,16 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _read_token_file(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping) or not data.get("token_file"):
-            return data
-        if data.get("token"):
-            raise ValueError("token_file: give the token or a token_file, not both")
-        try:
-            token = Path(str(data["token_file"])).read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"token_file: cannot read the token: {e.strerror or e}") from None
-        if not token:
-            raise ValueError(f"token_file: {data['token_file']} is empty")
-        return {**data, "token": token}
+        return _read_secret(data, "token_file", "token")
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cameras: list[CameraSettings]) -> list[CameraSettings]:
+        names = [c.name for c in cameras]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f": camera name(s) {', '.join(twice)} given twice")
+        return cameras
 
     @field_validator("bundle", "media_root", "results_dir")
     @classmethod
@@ -379,11 +517,12 @@ def load_service_settings(path: Path | None, environ: Mapping[str, str] | None =
 
 def _check_names(environ: Mapping[str, str]) -> None:
     fields = ServiceSettings.model_fields
+    models = {"runtime": RuntimeSettings, "mqtt": MqttSettings}  # the tables with fields of their own
     for name in environ:
         key, _, sub = name[len("EDGE_"):].lower().partition("__")
-        nested = key in _TABLES or key == "runtime"
-        known = key in fields and (bool(sub) == nested) and (
-            key != "runtime" or sub in RuntimeSettings.model_fields)
+        nested = key in _TABLES or key in models
+        known = key in fields and key != "cameras" and (bool(sub) == nested) and (
+            key not in models or sub in models[key].model_fields)
         if not known:
             raise ConfigError(f"{name}: unknown setting (see `edge serve --help`)")
 
@@ -406,7 +545,7 @@ def describe(error: ValidationError, env_names: Mapping[str, str] | None = None)
     from, so that a bad value is named as the user wrote it.
     """
     env_names = env_names or {}
-    unknown = [str(e["loc"][-1]) for e in error.errors() if e["type"] == "extra_forbidden"]
+    unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
     if unknown:
         return f"unknown setting(s): {', '.join(sorted(unknown))}"
     messages = []

@@ -67,7 +67,7 @@ def test_environment_overrides_the_file(tmp_path):
         ("tokens: x\n", {}, "unknown setting(s): tokens"),
         ("runtime: {conf_th: 2}\n", {}, "conf_th must be within [0, 1]"),
         ("runtime: {threads: 2}\n", {}, "runtime.threads"),
-        ("runtime: {colour: red}\n", {}, "unknown setting(s): colour"),
+        ("runtime: {colour: red}\n", {}, "unknown setting(s): runtime.colour"),
         ("backend: 2\n", {}, "backend must be a dict"),
         ("selftest_on_start: 'yes'\n", {}, "selftest_on_start must be a bool"),
         ("- a list\n", {}, "must be a mapping of settings"),
