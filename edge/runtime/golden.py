@@ -10,7 +10,8 @@ manifest's ``golden`` section, what its own models produced for them on the host
 
     "golden": {
       "conf_th": 0.3,
-      "tolerance": {"box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99},
+      "tolerance": {"box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99,
+                    "near_threshold": 0.1, "top1_margin": 0.5},
       "detector": [{"image": "golden/frame_0.png", "boxes": [[x1, y1, x2, y2]],
                     "scores": [0.9], "classes": [0]}],
       "attributes": [{"image": "golden/crop_0.png", "logits": {"gender": [0.1, -0.2]}}]
@@ -18,7 +19,23 @@ manifest's ``golden`` section, what its own models produced for them on the host
 
 Detections are recorded down to ``conf_th - tolerance.score`` so that a box near the
 threshold on one side is still found on the other. :func:`check_golden` runs the
-bundle on this device's backend and compares.
+bundle on this device's backend and compares: every box from ``conf_th`` up on either
+side needs a partner on the other (IoU ``box_iou``, score within ``score``), and every
+attribute's logits the cosine ``logit_cosine`` and the same top-1.
+
+INT8 kernels differ between CPU architectures (x86's VNNI/AVX2 against ARM's), and two
+disagreements follow from that alone; they are excused, counted in the report, and
+nothing else is:
+
+- a box without a partner whose score is under ``conf_th + near_threshold``: a weak box
+  moves or drops out. On an emulated aarch64 board the ``cpu-int8`` detector's weakest
+  box on a golden frame scored 0.352 on the host and 0.364 there, at a place the other
+  side's box did not cover (IoU under 0.9), both 0.05 to 0.07 above ``conf_th`` 0.3;
+  0.1 excuses that and keeps every box from 0.4 up to the full check.
+- a top-1 that differs where the device's pick is within ``top1_margin`` of the
+  golden's top-1 in the golden logits (a near tie), the cosine still held: the same
+  board swapped an untrained attribute head's near-tied top-1 at cosine 0.9999. That
+  head's golden top-2 margins are 0.1 to 0.4 logits, every other head's 2 or more.
 """
 
 from __future__ import annotations
@@ -37,7 +54,9 @@ from edge.runtime.detector import Detections, Detector
 from edge.runtime.models import load_classifier, load_detector
 
 GOLDEN_DIR = "golden"
-DEFAULT_TOLERANCE = {"box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99}
+DEFAULT_TOLERANCE = {
+    "box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99, "near_threshold": 0.1, "top1_margin": 0.5,
+}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,7 +93,8 @@ def record_golden(
     conf_th : float
         The threshold the comparison is made at.
     tolerance : dict, optional
-        ``box_iou``, ``score`` and ``logit_cosine``; :data:`DEFAULT_TOLERANCE` when None.
+        ``box_iou``, ``score``, ``logit_cosine``, ``near_threshold`` and ``top1_margin``
+        (see the module's docstring); :data:`DEFAULT_TOLERANCE` when None.
     """
     folder = bundle_dir / GOLDEN_DIR
     folder.mkdir(exist_ok=True)
@@ -102,38 +122,79 @@ def record_golden(
 
 @dataclass
 class GoldenReport:
-    """The outcome of a self-test: ``ok`` and one line per problem found."""
+    """The outcome of a self-test: ``ok``, one line per problem and one per excused disagreement.
+
+    ``excused_boxes`` and ``excused_top1`` count the near-threshold boxes and near-tied
+    top-1s that were let through (see the module's docstring); ``excused`` says which.
+    """
 
     checked_images: int = 0
     checked_crops: int = 0
     problems: list[str] = field(default_factory=list)
+    excused: list[str] = field(default_factory=list)
+    excused_boxes: int = 0
+    excused_top1: int = 0
 
     @property
     def ok(self) -> bool:
-        """True when something was checked and nothing disagreed."""
+        """True when something was checked and nothing disagreed beyond what is excused."""
         return not self.problems and self.checked_images + self.checked_crops > 0
 
 
+def _has_partner(ious: np.ndarray, score: float, other_scores: np.ndarray, tol: dict[str, float]) -> bool:
+    """Say whether the best-overlapping box of the other side is close in place and score."""
+    if not ious.size:
+        return False
+    j = int(ious.argmax())
+    return bool(ious[j] >= tol["box_iou"] and abs(other_scores[j] - score) <= tol["score"])
+
+
 def _compare_detections(
-    name: str, golden: dict[str, Any], found: Detections, conf_th: float, tol: dict[str, float]
-) -> list[str]:
-    """Every confident box on either side must have a partner on the other."""
+    name: str,
+    golden: dict[str, Any],
+    found: Detections,
+    conf_th: float,
+    tol: dict[str, float],
+    report: GoldenReport,
+) -> None:
+    """Every confident box on either side must have a partner on the other, or be near the threshold."""
     g_boxes = np.asarray(golden["boxes"], np.float32).reshape(-1, 4)
     g_scores = np.asarray(golden["scores"], np.float32)
     iou = box_iou(g_boxes, found.boxes)
-    problems = []
-    for side, boxes_scores, axis in (("golden", g_scores, 1), ("device", found.scores, 0)):
-        for i in np.flatnonzero(boxes_scores >= conf_th):
-            row = iou[i] if axis == 1 else iou[:, i]
-            j = int(row.argmax()) if row.size else -1
-            other = found.scores if axis == 1 else g_scores
-            if j < 0 or row[j] < tol["box_iou"] or abs(other[j] - boxes_scores[i]) > tol["score"]:
-                problems.append(f"{name}: {side} box {i} (score {boxes_scores[i]:.3f}) has no match")
-    return problems
+    near = conf_th + tol["near_threshold"]
+    sides = (("golden", g_scores, found.scores, iou), ("device", found.scores, g_scores, iou.T))
+    for side, scores, other, pairs in sides:
+        for i in np.flatnonzero(scores >= conf_th):
+            if _has_partner(pairs[i], scores[i], other, tol):
+                continue
+            line = f"{name}: {side} box {i} (score {scores[i]:.3f}) has no match"
+            if scores[i] < near:
+                report.excused.append(f"{line}, excused: under {near:.2f}")
+                report.excused_boxes += 1
+            else:
+                report.problems.append(line)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def _compare_logits(
+    name: str, got: np.ndarray, expected: np.ndarray, tol: dict[str, float], report: GoldenReport
+) -> None:
+    """Hold the cosine, and the top-1 unless the golden logits nearly tie on the device's pick."""
+    cos = _cosine(got, expected)
+    top, golden_top = int(got.argmax()), int(expected.argmax())
+    line = f"{name} logits differ (cosine {cos:.4f}, top-1 {top}, golden {golden_top})"
+    if cos < tol["logit_cosine"]:
+        report.problems.append(line)
+    elif top != golden_top:
+        gap = float(expected[golden_top] - expected[top])
+        if gap < tol["top1_margin"]:
+            report.excused.append(f"{line}, excused: golden margin {gap:.3f}")
+            report.excused_top1 += 1
+        else:
+            report.problems.append(line)
 
 
 def check_golden(
@@ -145,21 +206,20 @@ def check_golden(
     """Run the golden images through this device's models and compare with the manifest.
 
     The detector runs at the golden threshold less the score tolerance, as the host did.
+    A manifest's ``tolerance`` without a key takes :data:`DEFAULT_TOLERANCE`'s.
     """
     tol = {**DEFAULT_TOLERANCE, **golden.get("tolerance", {})}
     conf_th = golden.get("conf_th", 0.3)
     report = GoldenReport()
     for entry in golden.get("detector", []):
         found = detector(_read(bundle_dir, entry["image"]), conf_th - tol["score"])
-        report.problems += _compare_detections(entry["image"], entry, found, conf_th, tol)
+        _compare_detections(entry["image"], entry, found, conf_th, tol, report)
         report.checked_images += 1
     for entry in golden.get("attributes", []) if classifier is not None else []:
         logits = classifier.logits([_read(bundle_dir, entry["image"])])
         for name, expected in entry["logits"].items():
-            got = logits[name][0]
-            cos = _cosine(got, np.asarray(expected, np.float32))
-            if cos < tol["logit_cosine"] or int(got.argmax()) != int(np.argmax(expected)):
-                report.problems.append(f"{entry['image']}: {name} logits differ (cosine {cos:.4f})")
+            golden_logits = np.asarray(expected, np.float32)
+            _compare_logits(f"{entry['image']}: {name}", logits[name][0], golden_logits, tol, report)
         report.checked_crops += 1
     return report
 
