@@ -3,11 +3,13 @@
 What is checked is this side of RKNNLite's API: one runtime per NPU core with its core
 mask, round-robin dispatch, results in frame order, a runtime never used by two threads,
 the error paths, and the manifest's uint8 NHWC input reaching it through the shared
-pre-processing.
+pre-processing. The stand-in's runtime library is this host's libc; the real probe for
+``librknnrt.so`` is tested where this host lacks it.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import sys
 import threading
 from pathlib import Path
@@ -26,6 +28,7 @@ STANDINS = Path(__file__).with_name("standins")
 @pytest.fixture
 def lite(monkeypatch):
     monkeypatch.syspath_prepend(str(STANDINS))
+    monkeypatch.setattr(rknnlite, "RUNTIME_LIBRARY", ctypes.util.find_library("c"))
     from rknnlite.api import RKNNLite
 
     RKNNLite.reset()
@@ -117,6 +120,19 @@ def test_many_callers_share_the_pool_and_each_runtime_keeps_one_thread(lite, mod
     assert sum(r.calls for r in lite.made) == 100
     assert all(len(r.threads) == 1 for r in lite.made), "a runtime was driven by two threads"
     assert {f for r in lite.made for f in r.data_formats} == {"nhwc"}
+
+
+@pytest.mark.skipif(ctypes.util.find_library("rknnrt") is not None, reason="this host has librknnrt.so")
+def test_a_missing_npu_runtime_library_is_named_before_any_runtime_starts(lite, model, monkeypatch):
+    monkeypatch.setattr(rknnlite, "RUNTIME_LIBRARY", "librknnrt.so")  # the real probe, which fails here
+    with pytest.raises(BackendError) as caught:
+        open_backend(model, "rknn", {"soc": "rk3588", "cores": 3})
+    message = str(caught.value)
+    assert message.startswith(f"{model}: RKNNLite needs librknnrt.so, Rockchip's NPU runtime, and it cannot "
+                              "be loaded (librknnrt.so: cannot open shared object file")
+    assert message.endswith(": copy it from rknn-toolkit2 (rknpu2/runtime/Linux/librknn_api/aarch64/) "
+                            "to /usr/lib")
+    assert lite.made == [], "no RKNNLite was made: load_rknn and init_runtime never ran"
 
 
 def test_a_model_that_does_not_load_is_refused(lite, tmp_path):

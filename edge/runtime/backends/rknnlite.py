@@ -10,6 +10,10 @@ once. The number of cores comes from the SoC, read from the device tree (RK3588:
 three, RK3576: two); single-core NPUs (RK3568, RK3566, RK3562) take no core mask and
 get one runtime on ``NPU_CORE_AUTO``.
 
+RKNNLite needs Rockchip's NPU runtime, ``librknnrt.so``, and without a device tree its
+``init_runtime`` fails before it looks for it; the backend loads the library first, so
+a board without it is told that, not that a core did not start.
+
 RKNNLite cannot describe a model's tensors, so :attr:`inputs` stays empty and
 :func:`edge.runtime.models.open_model` takes them from the manifest; the Rockchip
 bundles describe their input as ``uint8`` ``NHWC`` RGB, normalized inside the model.
@@ -17,6 +21,7 @@ bundles describe their input as ``uint8`` ``NHWC`` RGB, normalized inside the mo
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import threading
 from collections.abc import Sequence
@@ -34,6 +39,9 @@ NPU_CORES = {"rk3588": 3, "rk3576": 2, "rk3568": 1, "rk3566": 1, "rk3562": 1}
 
 _CORE_MASKS = ("NPU_CORE_0", "NPU_CORE_1", "NPU_CORE_2")
 """RKNNLite's names of the one-core masks, core 0 first."""
+
+RUNTIME_LIBRARY = "librknnrt.so"
+"""Rockchip's NPU runtime (rknpu2), which RKNNLite loads from the library path (/usr/lib)."""
 
 
 class RknnLiteOptions(BackendOptions):
@@ -97,6 +105,24 @@ def core_masks(lite: Any, chip: str | None, cores: int | None, first: int = 0) -
     return [getattr(lite, name) for name in _CORE_MASKS[first:first + count]]
 
 
+def check_runtime_library(path: Path) -> None:
+    """Load :data:`RUNTIME_LIBRARY` as RKNNLite will, so that its absence is named.
+
+    Raises
+    ------
+    BackendError
+        When the library cannot be loaded, saying where it comes from (worded as the
+        deploy's platform check words it).
+    """
+    try:
+        ctypes.CDLL(RUNTIME_LIBRARY)
+    except OSError as e:
+        raise BackendError(
+            f"{path}: RKNNLite needs {RUNTIME_LIBRARY}, Rockchip's NPU runtime, and it cannot be loaded "
+            f"({e}): copy it from rknn-toolkit2 (rknpu2/runtime/Linux/librknn_api/aarch64/) to /usr/lib"
+        ) from None
+
+
 @register("rknn")
 class RknnLiteBackend(Backend):
     """Run an ``.rknn`` model on a pool of RKNNLite runtimes, one per NPU core."""
@@ -110,6 +136,7 @@ class RknnLiteBackend(Backend):
             raise BackendError(f"{path}: needs rknn-toolkit-lite2 (a Rockchip board): {e}") from None
         if options.data_format not in ("nhwc", "nchw"):
             raise BackendError(f"data_format must be 'nhwc' or 'nchw', got {options.data_format!r}")
+        check_runtime_library(path)
         self._path = path
         self._data_format = options.data_format
         self.core_masks = core_masks(RKNNLite, options.soc or soc(), options.cores, options.first_core)
