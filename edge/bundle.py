@@ -8,7 +8,10 @@ The manifest's ``models`` maps a task (``detector``, ``attributes``) to an entry
 
 ``file``, ``sha256``, ``format``
     The model file (relative to the bundle), its hash, and its format (``onnx``,
-    ``rknn``, ``engine``), which picks the backend.
+    ``rknn``, ``engine``, ``openvino``), which picks the backend.
+``companions`` (formats in :data:`COMPANIONS` only)
+    The files the model file is read with and their hashes, ``{"detector.bin": sha256}``:
+    an OpenVINO IR ``.xml`` holds the graph, the ``.bin`` of the same name its weights.
 ``input``
     ``name``, ``shape`` (``-1`` for a dynamic axis), ``layout`` (``NCHW``), ``dtype``.
 ``preprocess``
@@ -48,6 +51,8 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TASKS = ("detector", "attributes")
 _REQUIRED_ENTRY_KEYS = ("file", "sha256", "format", "input", "preprocess", "output")
+COMPANIONS = {"openvino": (".bin",)}
+"""Formats whose model file is read with files of the same name beside it, by suffix."""
 
 
 class BundleError(Exception):
@@ -95,6 +100,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def companion_files(entry: dict[str, Any]) -> list[str]:
+    """Return the files (relative to the bundle) that the model of ``entry`` is read with."""
+    model = Path(entry["file"])
+    return [model.with_suffix(suffix).as_posix() for suffix in COMPANIONS.get(entry["format"], ())]
+
+
 def load_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> Bundle:
     """Read and validate a bundle.
 
@@ -113,7 +124,7 @@ def load_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> 
     ------
     BundleError
         With a message that says what is wrong: no folder, no or unreadable manifest,
-        a missing entry field, a missing model file, or a hash mismatch.
+        a missing entry field, a missing model file or companion, or a hash mismatch.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -146,22 +157,35 @@ def _check_entry(folder: Path, task: str, entry: Any, verify_hashes: bool) -> No
     missing = [key for key in _REQUIRED_ENTRY_KEYS if key not in entry]
     if missing:
         raise BundleError(f"{where}: missing {', '.join(missing)}")
-    file = folder / entry["file"]
+    companions = entry.get("companions", {})
+    if not isinstance(companions, dict):
+        raise BundleError(f"{where}: companions is not a table")
+    _check_file(where, folder / entry["file"], entry["sha256"], verify_hashes)
+    for name in companion_files(entry):
+        _check_file(where, folder / name, companions.get(name), verify_hashes)
+
+
+def _check_file(where: str, file: Path, sha256: str | None, verify_hash: bool) -> None:
+    """Refuse a model file (or a companion) that is missing or differs from its recorded hash."""
     if not file.is_file():
         raise BundleError(f"{where}: model file {file} is missing")
-    if verify_hashes and sha256_file(file) != entry["sha256"]:
+    if not verify_hash:
+        return
+    if sha256 is None:
+        raise BundleError(f"{where}: the manifest has no sha256 of {file.name}: rebuild the bundle")
+    if sha256_file(file) != sha256:
         raise BundleError(f"{where}: {file.name} does not match the manifest's sha256")
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
-    """Fill in each model's ``sha256`` and write ``manifest.json`` atomically.
+    """Fill in each model's ``sha256`` (and its companions') and write ``manifest.json`` atomically.
 
     Parameters
     ----------
     folder : Path
         The bundle folder, holding the model files the manifest names.
     manifest : dict
-        The manifest; its entries' ``sha256`` fields are set from the files.
+        The manifest; its entries' ``sha256`` and ``companions`` are set from the files.
 
     Returns
     -------
@@ -171,6 +195,8 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     manifest = {"format_version": FORMAT_VERSION, **manifest}
     for entry in manifest["models"].values():
         entry["sha256"] = sha256_file(folder / entry["file"])
+        if names := companion_files(entry):
+            entry["companions"] = {name: sha256_file(folder / name) for name in names}
     return write_json_atomic(folder / MANIFEST, manifest)
 
 

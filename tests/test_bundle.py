@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from edge.bundle import BundleError, load_bundle
+from edge.bundle import BundleError, load_bundle, sha256_file, write_manifest
 from edge.runtime.models import open_model
 from edge.schema import ATTRIBUTE_NAMES, as_manifest
 
@@ -74,3 +74,45 @@ def test_missing_entry_field(copy_of_bundle):
     (copy_of_bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="models.attributes: missing preprocess"):
         load_bundle(copy_of_bundle)
+
+
+# OpenVINO IR: the .xml is the graph, the .bin of the same name its weights; both are hashed.
+
+
+@pytest.fixture
+def ir_bundle(bundle_dir, tmp_path):
+    """A bundle made by hand whose detector is an IR pair (the bytes need not be a real model here)."""
+    (tmp_path / "detector.xml").write_text("<net/>")
+    (tmp_path / "detector.bin").write_bytes(b"\1" * 64)
+    entry = {**load_bundle(bundle_dir).model("detector"), "file": "detector.xml", "format": "openvino"}
+    write_manifest(tmp_path, {"name": "ir", "target": "openvino", "models": {"detector": entry}})
+    return tmp_path
+
+
+def test_the_manifest_hashes_an_ir_models_weights(ir_bundle):
+    entry = load_bundle(ir_bundle).model("detector")
+    assert entry["sha256"] == sha256_file(ir_bundle / "detector.xml")
+    assert entry["companions"] == {"detector.bin": sha256_file(ir_bundle / "detector.bin")}
+
+
+def test_a_corrupted_ir_weights_file_fails_the_check_and_is_named(ir_bundle):
+    with open(ir_bundle / "detector.bin", "r+b") as f:
+        f.write(b"\0")  # one byte, the size unchanged
+    with pytest.raises(BundleError, match=r"models.detector: detector.bin does not match the manifest's sha"):
+        load_bundle(ir_bundle)
+    load_bundle(ir_bundle, verify_hashes=False)  # what is checked without hashes still passes
+
+
+def test_missing_ir_weights_or_their_hash_fail(ir_bundle):
+    manifest = json.loads((ir_bundle / "manifest.json").read_text())
+    del manifest["models"]["detector"]["companions"]  # as written before the weights were hashed
+    (ir_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the manifest has no sha256 of detector.bin: rebuild the bundle"):
+        load_bundle(ir_bundle)
+    (ir_bundle / "detector.bin").unlink()
+    with pytest.raises(BundleError, match=r"model file .*detector.bin is missing"):
+        load_bundle(ir_bundle, verify_hashes=False)
+
+
+def test_formats_without_companions_get_none(bundle_dir):
+    assert "companions" not in load_bundle(bundle_dir).model("detector")
