@@ -250,3 +250,30 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def images_bar(items: list[Any], desc: str, progress: bool) -> Any:
     """Wrap ``items`` in a progress bar over images, shown only with ``progress``."""
     return tqdm(items, desc=desc, unit="img", disable=not progress, leave=False)
+
+
+def input_tensor(entry: dict[str, Any], path: Path) -> np.ndarray:
+    """Read an image of the calibration set as the FP32 model's input, a batch of one.
+
+    The set's images are already at the model's input size (frames letterboxed, crops
+    resized, see :mod:`edge.convert.calibrate`); the runtime's own colour order,
+    normalization and layout make the tensor, so a toolchain calibrates and evaluates on
+    what the device will feed.
+
+    Parameters
+    ----------
+    entry : dict
+        The model's manifest entry: its ``preprocess`` and ``input``.
+    path : Path
+        An image of the set (calibration, held-out or golden).
+
+    Returns
+    -------
+    np.ndarray
+        The input tensor, as :func:`edge.runtime.detector.to_tensor` makes it.
+    """
+    import cv2  # imported here: the command line lists the toolchains before it sets OpenCV's log level
+
+    from edge.runtime.detector import to_tensor
+
+    return to_tensor(cv2.imread(str(path)), entry["preprocess"], entry["input"])

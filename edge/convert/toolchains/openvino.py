@@ -48,10 +48,10 @@ from edge.convert.toolchains.base import (
     Toolchain,
     attempt_mode,
     images_bar,
+    input_tensor,
     register,
     timed,
 )
-from edge.convert.toolchains.qdq_onnx import _input_tensor
 from edge.runtime.backends.base import open_backend
 
 WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul")
@@ -115,7 +115,7 @@ class OpenVinoToolchain(Toolchain):
         nncf.set_log_level(logging.WARNING)  # its INFO lines list every layer it leaves float
         mode = attempt_mode(hybrid)
         out = work / f"{model.task}-{mode}.xml"
-        load = partial(_input_tensor, model.entry)
+        load = partial(input_tensor, model.entry)
         fp32 = ov.Core().read_model(model.source)
         depth = HYBRID_OUTPUT_DEPTH if hybrid else 1
         floats = float_layers(fp32, depth)

@@ -7,9 +7,8 @@ engine from the Q/DQ graph on the device. Either way the INT8 model runs the hel
 (and golden) images in onnxruntime here, and the per-layer cosine of the Q/DQ graph
 against FP32 is the report's drift analysis.
 
-The quantizer (onnx, onnxruntime's quantization) and the runtime's pre-processing
-(OpenCV) are imported where used: the command line lists the toolchains before it sets
-OpenCV's log level, and a device installs no onnx.
+The quantizer (onnx, onnxruntime's quantization) is imported where used: a device
+installs no onnx.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edge.convert.toolchains.base import (
     THREADS,
@@ -28,6 +25,7 @@ from edge.convert.toolchains.base import (
     Toolchain,
     attempt_mode,
     images_bar,
+    input_tensor,
     register,
     timed,
 )
@@ -81,7 +79,7 @@ class QdqOnnx(Toolchain):
 
         mode = attempt_mode(hybrid)
         out = work / f"{model.task}-{mode}.onnx"
-        load = partial(_input_tensor, model.entry)
+        load = partial(input_tensor, model.entry)
         timings: dict[str, float] = {}
         with timed(timings, "quantize"):
             quantization = quantize.quantize_onnx(
@@ -107,12 +105,3 @@ class QdqOnnx(Toolchain):
         if self.scheme.backend == self.format:
             return entry
         return {**entry, "backend": self.scheme.backend}
-
-
-def _input_tensor(entry: dict[str, Any], path: Path) -> np.ndarray:
-    """Read an image of the calibration set as the FP32 model's input (batch of one)."""
-    import cv2
-
-    from edge.runtime.detector import to_tensor
-
-    return to_tensor(cv2.imread(str(path)), entry["preprocess"], entry["input"])
