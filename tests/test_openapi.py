@@ -49,6 +49,7 @@ def service(bundle_dir, clip, tmp_path_factory):
         folder, bundle=str(bundle_dir), token=TOKEN, media_root=str(folder / "media"),
         results_dir=str(folder / "results"), max_streams=2,
         source={"open_timeout_s": 2.0, "read_timeout_s": 2.0, "backoff_max_s": 1.0},
+        cameras=[{"name": "lobby", "url": "vtest.avi", "enabled": False}],
     )
     running.start()
     yield running
@@ -73,8 +74,9 @@ def test_the_document_is_valid_openapi_and_documents_every_route(service, docume
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
     assert {("/api/inference/{job_id}", "post"), ("/api/inference/{job_id}/results", "get"),
             ("/api/config", "patch"), ("/api/models/reload", "post"), ("/api/openapi.json", "get"),
-            ("/status", "get"), ("/metrics", "get"), ("/", "get")} <= operations
-    assert len(operations) == 15
+            ("/status", "get"), ("/metrics", "get"), ("/", "get"), ("/api/cameras", "get"),
+            ("/api/cameras/{name}/start", "post"), ("/api/cameras/{name}/results", "get")} <= operations
+    assert len(operations) == 20
     job = document["components"]["schemas"]["JobRequest"]
     assert set(job["required"]) == {"cameraUrls", "endTime"} and job["additionalProperties"] is False
     for path in ("/api/inference/{job_id}", "/api/inference/{job_id}/results",
@@ -99,6 +101,12 @@ def test_real_responses_of_a_running_job_conform_to_the_document(service, docume
     conforms(document, "Ready", service.json("GET", "/ready"))
     conforms(document, "Health", service.json("GET", "/health"))
     conforms(document, "Job", service.json("DELETE", "/api/inference/real"))
+    conforms(document, "CameraList", service.json("GET", "/api/cameras"))
+    conforms(document, "StandingCamera", service.json("POST", "/api/cameras/lobby/start"))
+    wait_until(lambda: service.json("GET", "/api/cameras/lobby")["results"]["count"] >= 2, "camera results")
+    conforms(document, "Status", service.json("GET", "/status"))
+    conforms(document, "CameraResultsPage", service.json("GET", "/api/cameras/lobby/results"))
+    conforms(document, "StandingCamera", service.json("POST", "/api/cameras/lobby/stop"))
     conforms(document, "Error", service.json("GET", "/api/inference/none", status=404))
     with pytest.raises(jsonschema.ValidationError):
         conforms(document, "Job", {**service.job("real"), "surprise": 1})

@@ -16,6 +16,10 @@ Routes (those marked * need ``Authorization: Bearer <token>`` when a token is se
 ``GET /api/openapi.json``                   the OpenAPI 3.1 document of these routes
 ``GET /status`` *                           per stream and per device figures, the bundle
 ``GET /metrics`` *                          the same in Prometheus' format
+``GET /api/cameras`` *                      the standing cameras (the configuration's ``cameras:``)
+``GET /api/cameras/<name>`` *               one: its state, stream and results file
+``POST /api/cameras/<name>/start`` *        start it (or ``/stop``); jobs go on beside it
+``GET /api/cameras/<name>/results`` *       its detections, paged as a job's
 ``GET, PATCH /api/config`` *                the live thresholds (``conf_th``, ``iou_th``,
                                             ``score_th_capture``, ``min_live_seconds``)
 ``POST /api/models/reload`` *               reload and self-test the bundle, jobs going on
@@ -158,6 +162,30 @@ def _install_routes(app: Flask, service: Service) -> None:
         query = validation.results_query(request.args)
         job = service.jobs.get(validation.job_id(job_id))
         return jsonify(id=job.id, state=job.state, **job.log.page(**query))
+
+    @app.get("/api/cameras")
+    def list_cameras() -> Any:
+        return jsonify(cameras=service.jobs.cameras())
+
+    @app.get("/api/cameras/<name>")
+    def get_camera(name: str) -> Any:
+        return jsonify(service.jobs.describe_camera(validation.job_id(name, "camera")))
+
+    @app.post("/api/cameras/<name>/start")
+    def start_camera(name: str) -> Any:
+        validation.no_body(request.get_data(cache=False))
+        return jsonify(service.start_camera(name))
+
+    @app.post("/api/cameras/<name>/stop")
+    def stop_camera(name: str) -> Any:
+        validation.no_body(request.get_data(cache=False))
+        return jsonify(service.stop_camera(name))
+
+    @app.get("/api/cameras/<name>/results")
+    def camera_results(name: str) -> Any:
+        query = validation.results_query(request.args)
+        camera = service.jobs.describe_camera(validation.job_id(name, "camera"))
+        return jsonify(id=name, state=camera["state"], **service.jobs.camera_log(name).page(**query))
 
     @app.get("/api/config")
     def get_config() -> Any:

@@ -6,6 +6,13 @@ analysis ends (SPEC.md, "The HTTP API"). Each camera becomes a
 goes to the job's :class:`~edge.service.results.ResultLog`. A job ends when its end
 time passes, when every stream has ended (a file played out), or when it is stopped.
 
+Standing cameras (the configuration's ``cameras:``) run here too, as jobs without an
+end: started with the service (:meth:`JobManager.start_cameras`), stopped and started
+by name, their results in daily files (``<results_dir>/<name>/<UTC date>.jsonl``), each
+with its own thresholds over the live settings. They share ``max_streams`` and the
+names of jobs (a job cannot take a camera's name), and are never remembered: the
+configuration holds them.
+
 Jobs still running when the service stops are remembered in
 ``<results_dir>/active-jobs.json`` and started again, with fresh result files, when
 the service comes back before their end time; after a crash too (the file is written
@@ -18,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,16 +39,18 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from edge.bundle import write_json_atomic
-from edge.runtime.sources import Source, SourceOptions, Transport, open_source
+from edge.runtime.sinks import Sink
+from edge.runtime.sources import Source, SourceOptions, Transport, open_source, redact
 from edge.service.live import LiveSettings, ModelHolder
-from edge.service.results import ResultLog, repair
+from edge.service.results import ResultLog, next_daily_seq, repair
 from edge.service.streams import StreamRunner
+from edge.settings import NAME_PATTERN, RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "active-jobs.json"
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""What a job id may be: it names the job's results folder."""
+JOB_ID = re.compile(NAME_PATTERN)
+"""What a job id (or a camera's name) may be: it names the results folder."""
 
 
 class JobConflict(Exception):
@@ -55,8 +65,8 @@ class JobNotFound(Exception):
     """No job of that id is known."""
 
 
-def check_job_id(job_id: str) -> str:
-    """Return ``job_id`` if it may name a job (and its results folder).
+def check_job_id(job_id: str, what: str = "job id") -> str:
+    """Return ``job_id`` if it may name a job or a camera (and its results folder).
 
     Raises
     ------
@@ -64,7 +74,7 @@ def check_job_id(job_id: str) -> str:
         Saying what an id may be.
     """
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise ValueError(f"job id {str(job_id)[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
+        raise ValueError(f"{what} {str(job_id)[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
     return job_id
 
 
@@ -98,6 +108,31 @@ class Camera:
         return dataclasses.replace(defaults, **own)
 
 
+@dataclasses.dataclass(frozen=True)
+class StandingCamera:
+    """A camera of the configuration, ready to open.
+
+    Attributes
+    ----------
+    name : str
+    camera : Camera
+        Its video checked (a file resolved under the media folder), transport, realtime.
+    thresholds : mapping
+        Its own live settings over the service's.
+    enabled : bool
+        Started with the service.
+    """
+
+    name: str
+    camera: Camera
+    thresholds: Mapping[str, Any]
+    enabled: bool
+
+
+SinkFactory = Callable[[str, Callable[[], RuntimeSettings]], Sequence[Sink]]
+"""Makes a stream's further sinks from its name (camera, or ``<job>.<index>``) and settings."""
+
+
 class Job:
     """The streams of one request and their results.
 
@@ -119,7 +154,7 @@ class Job:
     """
 
     def __init__(self, job_id: str, cameras: list[Camera], end_time: float, log: ResultLog) -> None:
-        self.id = job_id
+        self.id = job_id  # a standing camera's: its name (and its end_time is math.inf)
         self.cameras = cameras
         self.end_time = end_time
         self.started = time.time()
@@ -189,6 +224,10 @@ class JobManager:
     keep_days : float
         Result files not written to for this long are deleted (checked at start and
         hourly), so a device's disk does not fill up over months; 0 keeps them all.
+    cameras : sequence of StandingCamera
+        The standing cameras (started by :meth:`start_cameras`).
+    sinks : callable, optional
+        Makes each stream's further sinks (the MQTT events).
     """
 
     def __init__(
@@ -202,6 +241,8 @@ class JobManager:
         keep_results: int = 2000,
         keep_jobs: int = 10,
         keep_days: float = 0.0,
+        cameras: Sequence[StandingCamera] = (),
+        sinks: SinkFactory | None = None,
     ) -> None:
         self._holder, self._settings = holder, settings
         self.results_dir = Path(results_dir)
@@ -210,6 +251,10 @@ class JobManager:
         self._source_options = source_options
         self._keep_results, self._keep_jobs, self._keep_days = keep_results, keep_jobs, keep_days
         self._jobs: dict[str, Job] = {}
+        self._cameras = {c.name: c for c in cameras}
+        self._standing: dict[str, Job] = {}  # the cameras started: name -> its job
+        self._camera_errors: dict[str, str] = {}  # why a camera did not start
+        self._sinks = sinks or (lambda name, settings: ())
         self._starting: dict[str, int] = {}  # jobs opening their sources: id -> streams
         self._lock = threading.RLock()
         self._closing = threading.Event()
@@ -233,6 +278,128 @@ class JobManager:
             For an id that does not match :data:`JOB_ID`.
         """
         check_job_id(job_id)
+        if job_id in self._cameras:
+            raise JobConflict(f"{job_id} is the name of a standing camera; give the job another id")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
+        job = self._launch(job_id, cameras, end_time,
+                           lambda: ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results,
+                                             first_seq),
+                           [self._settings.view()] * len(cameras))
+        logger.info("job %s started: %d streams until %s", job_id, len(cameras), end_time)
+        return job
+
+    def start_camera(self, name: str) -> Job:
+        """Start a standing camera by name (one already running is left as it is).
+
+        Raises
+        ------
+        JobNotFound
+            For a name the configuration does not have.
+        CapacityExceeded, SourceError
+            As :meth:`start`; the reason is also shown with the camera.
+        """
+        standing = self._camera(name)
+        with self._lock:
+            job = self._standing.get(name)
+            if job is not None and job.state == "running":
+                return job
+        folder = self.results_dir / name
+        keep = self._keep_results
+        try:
+            job = self._launch(name, [standing.camera], math.inf,
+                               lambda: ResultLog(folder, keep, next_daily_seq(folder), daily=True),
+                               [self._settings.view(standing.thresholds)])
+        except Exception as e:
+            self._camera_errors[name] = str(e)
+            raise
+        self._camera_errors.pop(name, None)
+        logger.info("camera %s started: %s", name, redact(standing.camera.video))
+        return job
+
+    def start_cameras(self) -> list[str]:
+        """Start the enabled standing cameras; return the names of those started.
+
+        A camera that cannot start (no room, a file gone) is logged and shown with its
+        reason in :meth:`cameras`; the others start.
+        """
+        started = []
+        for name, standing in self._cameras.items():
+            if not standing.enabled:
+                continue
+            try:
+                self.start_camera(name)
+                started.append(name)
+            except Exception as e:  # one camera must not keep the others down
+                logger.warning("camera %s not started: %s", name, e)
+        return started
+
+    def stop_camera(self, name: str) -> Job | None:
+        """Stop a standing camera by name; return its job (None if it never started).
+
+        Raises
+        ------
+        JobNotFound
+        """
+        self._camera(name)
+        with self._lock:
+            job = self._standing.get(name)
+            if job is not None and job.state == "running":
+                job.end("stopped", "stopped by request")
+        return job
+
+    def cameras(self) -> list[dict[str, Any]]:
+        """Return each standing camera as ``/status`` and ``GET /api/cameras`` show it."""
+        return [self.describe_camera(name) for name in self._cameras]
+
+    def describe_camera(self, name: str) -> dict[str, Any]:
+        """Return one standing camera: its configuration, state, results and stream.
+
+        Raises
+        ------
+        JobNotFound
+        """
+        standing = self._camera(name)
+        with self._lock:
+            job = self._standing.get(name)
+        return {
+            "name": name,
+            "video": redact(standing.camera.video),
+            "enabled": standing.enabled,
+            "thresholds": dict(standing.thresholds),
+            "state": job.state if job is not None else "stopped",
+            "reason": self._camera_errors.get(name) or (
+                job.reason if job is not None else "not started" if standing.enabled else "disabled"),
+            "started": round(job.started, 3) if job is not None else None,
+            "results": job.log.stats() if job is not None else None,
+            "stream": job.streams[0].figures() if job is not None else None,
+        }
+
+    def camera_log(self, name: str) -> ResultLog:
+        """Return a standing camera's results.
+
+        Raises
+        ------
+        JobNotFound
+            For an unknown name, or a camera that has not started since the service did.
+        """
+        self._camera(name)
+        with self._lock:
+            job = self._standing.get(name)
+        if job is None:
+            raise JobNotFound(f"camera {name} has not run since the service started")
+        return job.log
+
+    def _camera(self, name: str) -> StandingCamera:
+        standing = self._cameras.get(name)
+        if standing is None:
+            known = ", ".join(self._cameras) or "none configured"
+            raise JobNotFound(f"no camera {str(name)[:80]!r} (cameras: {known})")
+        return standing
+
+    def _launch(self, job_id: str, cameras: list[Camera], end_time: float, new_log: Callable[[], ResultLog],
+                settings: list[Callable[[], RuntimeSettings]]) -> Job:
+        """Reserve room, open the cameras, and start a job's streams (a camera's if ``end_time`` is inf)."""
+        standing = math.isinf(end_time)
         with self._lock:
             self._reserve(job_id, len(cameras))
         try:
@@ -244,24 +411,25 @@ class JobManager:
             raise
         with self._lock:
             del self._starting[job_id]
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S_%fZ")
-            log = ResultLog(self.results_dir / job_id / f"{stamp}.jsonl", self._keep_results, first_seq)
+            log = new_log()
             job = Job(job_id, cameras, end_time, log)
             job.streams = [
-                StreamRunner(job_id, i, c.video, s, self._holder, self._settings, log, end_time)
-                for i, (c, s) in enumerate(zip(cameras, sources, strict=True))
+                StreamRunner(job_id, i, c.video, source, self._holder, view, log, end_time,
+                             self._sinks(job_id if standing else f"{job_id}.{i}", view))
+                for i, (c, source, view) in enumerate(zip(cameras, sources, settings, strict=True))
             ]
-            self._jobs.pop(job_id, None)  # a finished job of that id is replaced
-            self._jobs[job_id] = job
+            table = self._standing if standing else self._jobs
+            table.pop(job_id, None)  # a finished job of that id is replaced
+            table[job_id] = job
             for stream in job.streams:
                 stream.start()
-            self._remember()
-        logger.info("job %s started: %d streams until %s", job_id, len(cameras), end_time)
+            if not standing:
+                self._remember()
         return job
 
     def _reserve(self, job_id: str, streams: int) -> None:
         """Hold room for a job being started, or refuse it."""
-        running = self._jobs.get(job_id)
+        running = self._jobs.get(job_id) or self._standing.get(job_id)
         if job_id in self._starting or (running is not None and running.state == "running"):
             raise JobConflict(f"job {job_id} is running; stop it first (DELETE)")
         active = self.active_streams() + sum(self._starting.values())
@@ -316,18 +484,27 @@ class JobManager:
             return list(self._jobs.values())
 
     def stream(self, stream_id: str) -> StreamRunner | None:
-        """Return the stream ``<job>.<index>``, or None."""
+        """Return the stream ``<job>.<index>`` (a standing camera's: ``<name>.0``), or None."""
         job_id, _, index = stream_id.rpartition(".")
         with self._lock:
-            job = self._jobs.get(job_id)
+            job = self._jobs.get(job_id) or self._standing.get(job_id)
         if job is None or not index.isdigit() or int(index) >= len(job.streams):
             return None
         return job.streams[int(index)]
 
     def active_streams(self) -> int:
-        """How many streams of running jobs are still running."""
+        """How many streams of running jobs and standing cameras are still running."""
         with self._lock:
-            return sum(not s.done for j in self._jobs.values() if j.state == "running" for s in j.streams)
+            return sum(not s.done for j in self._running() for s in j.streams)
+
+    def running_streams(self) -> list[StreamRunner]:
+        """Return the streams of running jobs, then those of running standing cameras."""
+        with self._lock:
+            return [s for j in self._running() for s in j.streams]
+
+    def _running(self) -> list[Job]:
+        """Return the running jobs and standing cameras (call it under the lock)."""
+        return [j for j in (*self._jobs.values(), *self._standing.values()) if j.state == "running"]
 
     def resume(self, check: Callable[[Camera], None]) -> list[str]:
         """Start again the jobs remembered from before a restart whose end time is ahead.
@@ -366,10 +543,9 @@ class JobManager:
         """
         self._closing.set()
         with self._lock:
-            for job in self._jobs.values():
-                if job.state == "running":
-                    job.end("stopped", "the service stopped")
-            jobs = list(self._jobs.values())
+            for job in self._running():
+                job.end("stopped", "the service stopped")
+            jobs = [*self._jobs.values(), *self._standing.values()]
         for job in jobs:
             job.wait_closed(timeout)
         self._ticker.join()
@@ -386,7 +562,7 @@ class JobManager:
             return []
         limit = time.time() - self._keep_days * 86400
         with self._lock:
-            writing = {j.log.path for j in self._jobs.values() if j.state == "running"}
+            writing = {j.log.path for j in self._running()}
         removed = []
         for path in self.results_dir.glob("*/*.jsonl"):
             try:
@@ -409,7 +585,7 @@ class JobManager:
                 next_prune = time.monotonic() + 3600
             now, changed = time.time(), False
             with self._lock:
-                for job in [j for j in self._jobs.values() if j.state == "running"]:
+                for job in self._running():
                     if now >= job.end_time:
                         job.end("ended", "endTime reached")
                     elif all(s.done for s in job.streams):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,24 @@ class LiveSettings:
         """Return the live settings' current values."""
         current = self._current
         return {key: getattr(current, key) for key in LIVE_KEYS}
+
+    def view(self, own: Mapping[str, Any] | None = None) -> Callable[[], RuntimeSettings]:
+        """Return what a stream reads its snapshot from: the current one, ``own`` values over it.
+
+        ``own`` (a standing camera's thresholds) was validated with the settings; its
+        snapshot is made once per change of the current one, not per frame.
+        """
+        if not own:
+            return lambda: self._current
+        made: list[RuntimeSettings] = [self._current, self._current.changed(own)]
+
+        def snapshot() -> RuntimeSettings:
+            current = self._current
+            if made[0] is not current:
+                made[:] = [current, current.changed(own)]
+            return made[1]
+
+        return snapshot
 
 
 @dataclass

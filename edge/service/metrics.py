@@ -1,7 +1,8 @@
 """``/metrics``: the figures of ``/status`` in Prometheus' text format.
 
 Built from the same status dictionary at each scrape, so both always agree. Streams are
-labelled ``job`` and ``stream`` (``<job>.<index>``).
+labelled ``job`` and ``stream`` (``<job>.<index>``); a standing camera's ``job`` is its
+name (jobs and cameras share names) and its stream ``<name>.0``.
 """
 
 from __future__ import annotations
@@ -82,13 +83,20 @@ def _per_stream(streams: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (latency, state, requests, answers)
 
 
-def _results(jobs: list[dict[str, Any]]) -> Iterator[Metric]:
-    """Each job's result file: records, failed writes, lines waiting or lost."""
+def _results(files: list[tuple[str, dict[str, Any]]]) -> Iterator[Metric]:
+    """Each job's or camera's result file: records, failed writes, lines waiting or lost."""
     for key, doc, kind in _RESULTS:
         family = kind(f"edge_results_{key}", doc, labels=["job"])
-        for job in jobs:
-            family.add_metric([job["id"]], job["results"][key])
+        for name, results in files:
+            family.add_metric([name], results[key])
         yield family
+
+
+def _cameras(cameras: list[dict[str, Any]]) -> Iterator[Metric]:
+    running = GaugeMetricFamily("edge_camera_running", "1 while the standing camera runs", labels=["camera"])
+    for camera in cameras:
+        running.add_metric([camera["name"]], float(camera["state"] == "running"))
+    yield running
 
 
 def _attributes(stats: dict[str, Any] | None) -> Iterator[Metric]:
@@ -144,7 +152,9 @@ class _StatusCollector:
         for state in ("running", "ended", "stopped"):
             jobs.add_metric([state], sum(j["state"] == state for j in status["jobs"]))
         yield jobs
-        yield from _results(status["jobs"])
+        yield from _results([(j["id"], j["results"]) for j in status["jobs"]]
+                            + [(c["name"], c["results"]) for c in status["cameras"] if c["results"]])
+        yield from _cameras(status["cameras"])
         yield from _per_stream(status["streams"])
         yield from _attributes(status["attributes"])
         yield from _device(status["device"])

@@ -85,6 +85,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("stop_job", "DELETE"): Operation("Stop a job (a finished one is left as it is)", {200: r.Job, **_JOB}),
     ("results", "GET"): Operation("A job's results kept in memory, paged", {200: r.ResultsPage, **_JOB},
                                   query=RESULTS_QUERY),
+    ("list_cameras", "GET"): Operation("The standing cameras", {200: r.CameraList}),
+    ("get_camera", "GET"): Operation("A standing camera: its state, stream and results file",
+                                     {200: r.StandingCamera, **_JOB}),
+    ("start_camera", "POST"): Operation(
+        "Start a standing camera (one running is left as it is)",
+        {200: r.StandingCamera, 429: r.Error, 503: r.Error, **_JOB, **_BODY}),
+    ("stop_camera", "POST"): Operation("Stop a standing camera", {200: r.StandingCamera, **_JOB, **_BODY}),
+    ("camera_results", "GET"): Operation(
+        "A standing camera's results kept in memory, paged (since the service started)",
+        {200: r.CameraResultsPage, **_JOB}, query=RESULTS_QUERY),
     ("get_config", "GET"): Operation("The live settings", {200: r.LiveValues}),
     ("change_config", "PATCH"): Operation("Change live settings, from the next frame on",
                                           {200: r.LiveValues, **_BODY}, body=v.ConfigChange),
@@ -97,6 +107,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 _PATH_PARAMETERS = {
     "job_id": {"pattern": JOB_ID.pattern, "description": "1 to 64 letters, digits, '_' or '-'"},
     "stream_id": {"pattern": v.STREAM_ID.pattern, "description": "<job id>.<index>, e.g. 1.0"},
+    "name": {"pattern": JOB_ID.pattern, "description": "a standing camera's name"},
 }
 
 

@@ -68,7 +68,7 @@ class StreamAttributes(_Closed):
 class Stream(_Closed):
     """One stream of a job, as ``/status`` and the job show it."""
 
-    id: str = Field(description="<job id>.<index in cameraUrls>")
+    id: str = Field(description="<job id>.<index in cameraUrls>; a standing camera's: <name>.0")
     video: str = Field(description="the camera's URL (credentials hidden) or file")
     state: StreamState
     input_fps: float
@@ -150,6 +150,31 @@ class ResultsPage(_Closed):
     total: int
     oldest: int | None = Field(description="the first seq still in memory; older ones only in `file`")
     file: str
+
+
+class CameraResultsPage(ResultsPage):
+    """``GET /api/cameras/<name>/results``: ``id`` is the camera's name; ``file`` today's file."""
+
+
+class StandingCamera(_Closed):
+    """A standing camera: ``GET /api/cameras/<name>``, its start and stop."""
+
+    name: str
+    video: str = Field(description="the camera's URL (credentials hidden) or file")
+    enabled: bool = Field(description="started with the service")
+    thresholds: dict[str, float] = Field(description="its own live settings over the service's")
+    state: JobState = Field(
+        description="running; ended (a file played out); stopped (by request or never started)")
+    reason: str | None = Field(description="why it is not running (or did not start)")
+    started: float | None
+    results: ResultsFile | None = Field(description="today's file; None before it first started")
+    stream: Stream | None
+
+
+class CameraList(_Closed):
+    """``GET /api/cameras``: the standing cameras, in the configuration's order."""
+
+    cameras: list[StandingCamera]
 
 
 class JobSummary(_Closed):
@@ -253,7 +278,8 @@ class Status(_Closed):
     bundle: Bundle | None
     attributes: AttributeProcess | None
     jobs: list[JobSummary]
-    streams: list[Stream] = Field(description="the streams of running jobs")
+    cameras: list[StandingCamera]
+    streams: list[Stream] = Field(description="the streams of running jobs, then of running cameras")
 
 
 class Reloaded(_Closed):

@@ -5,6 +5,9 @@ line, written whole at once (:class:`~edge.runtime.sinks.JsonLines`), so nothing
 lost when no one polls and a crash leaves no torn line; the last records are also kept
 in memory, numbered (``seq``), for the API to page through.
 
+A standing camera's log is daily instead: ``<results_dir>/<camera>/<UTC date>.jsonl``,
+a new file at each midnight, ``seq`` going on across files and restarts.
+
 A folder that takes no more (full, read-only) does not stop the streams: the lines wait
 in memory (the last ``backlog``; older ones are dropped and counted), every failed
 write is counted, and writing resumes, oldest line first, as soon as the folder takes
@@ -19,6 +22,7 @@ import logging
 import os
 import threading
 from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 TAIL_BYTES = 4 << 20
 """How much of a file's end :func:`repair` reads: many times the longest line."""
+DAILY_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].jsonl"
+"""The files of a daily log."""
 
 
 class _Kept(NamedTuple):
@@ -66,6 +72,14 @@ def repair(path: Path) -> int | None:
     return seq
 
 
+def next_daily_seq(folder: Path) -> int:
+    """Return the ``seq`` after the last one of a daily log's folder (its latest file repaired)."""
+    days = sorted(folder.glob(DAILY_GLOB))
+    last = repair(days[-1]) if days else None
+    return 0 if last is None else last + 1
+
+
+
 def _seq_of(line: bytes) -> int | None:
     try:
         record = json.loads(line)
@@ -81,17 +95,22 @@ class ResultLog:
     Parameters
     ----------
     path : Path
-        The JSONL file (created with its folder; appended to).
+        The JSONL file (created with its folder; appended to); with ``daily``, the folder
+        of the daily files.
     keep : int
         How many records the memory keeps for paging.
     first_seq : int
         The ``seq`` of the first record (a resumed job goes on from its last one).
     backlog : int, optional
         The most lines kept waiting while the folder takes no writes; ``keep`` by default.
+    daily : bool
+        Write to ``<path>/<UTC date>.jsonl``, a new file each day.
     """
 
-    def __init__(self, path: Path, keep: int = 2000, first_seq: int = 0, backlog: int | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, keep: int = 2000, first_seq: int = 0, backlog: int | None = None,
+                 daily: bool = False) -> None:
+        self._folder = path if daily else None
+        self.path = self._file_now() if daily else path
         self.first_seq = first_seq
         self._lines: JsonLines | None = None
         # The JSON lines, not the dicts: a dict of a crowded frame weighs ten times more.
@@ -131,10 +150,19 @@ class ResultLog:
             self._count += 1
             return True
 
+    def _file_now(self) -> Path:
+        if self._folder is None:
+            return self.path
+        return self._folder / f"{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
+
     def _flush(self) -> None:
         """Write the waiting lines, oldest first, until the folder refuses one (counted)."""
         try:
+            if self._lines is not None and self._file_now() != self.path:  # a new day
+                self._lines.close()
+                self._lines = None
             if self._lines is None:
+                self.path = self._file_now()
                 self._lines = JsonLines(self.path, append=True)
             while self._unwritten:
                 self._lines.write_line(self._unwritten[0])

@@ -20,7 +20,7 @@ from edge.runtime.device import DeviceMonitor
 from edge.runtime.models import backend_name
 from edge.runtime.sources import SourceOptions
 from edge.service import validation
-from edge.service.jobs import Camera, Job, JobManager
+from edge.service.jobs import Camera, Job, JobManager, StandingCamera
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.service.validation import RequestError
 from edge.settings import ConfigError, ServiceSettings
@@ -43,6 +43,25 @@ def source_options(config: ServiceSettings) -> SourceOptions:
         return SourceOptions(**config.source)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"source: {e}") from None
+
+
+def standing_cameras(config: ServiceSettings, media_root: Path) -> list[StandingCamera]:
+    """Check the configuration's cameras as a job's would be checked.
+
+    Raises
+    ------
+    ConfigError
+        For a camera's URL that no job could have (a file outside the media folder...).
+    """
+    cameras = []
+    for i, c in enumerate(config.cameras):
+        try:
+            video = validation.check_video(c.url, media_root, where=f"cameras.{i}.url")
+        except RequestError as e:
+            raise ConfigError(str(e)) from None
+        camera = Camera(video, c.transport, c.realtime)
+        cameras.append(StandingCamera(c.name, camera, c.thresholds, c.enabled))
+    return cameras
 
 
 def bundle_summary(models: ModelSet) -> dict[str, Any]:
@@ -90,13 +109,14 @@ class Service:
         self.jobs = JobManager(
             self.models, self.settings, Path(config.results_dir),
             max_streams=config.max_streams, source_options=source_options(config),
-            keep_days=config.results_keep_days,
+            keep_days=config.results_keep_days, cameras=standing_cameras(config, self.media_root),
         )
         self._load_error: str | None = None
         # Ready only once remembered jobs are running again, so a client that waits for
         # /ready after a restart finds its jobs.
         self._resumed = threading.Event()
         self._reload_lock = threading.Lock()
+        self._cameras_started = threading.Event()
 
     # Models.
 
@@ -116,7 +136,14 @@ class Service:
             resumed = self.jobs.resume(self.check_camera)
             if resumed:
                 logger.info("resumed jobs %s", ", ".join(resumed))
+            self._start_cameras()
         self._resumed.set()
+
+    def _start_cameras(self) -> None:
+        """Start the standing cameras, once: at the first usable models (the start, or a reload)."""
+        if not self._cameras_started.is_set():
+            self._cameras_started.set()
+            self.jobs.start_cameras()
 
     def reload(self) -> dict[str, Any]:
         """Load and self-test the bundle again; swap it in, streams going on, if it passed.
@@ -142,6 +169,7 @@ class Service:
             self.models.replace(models)
             self._load_error = None
             logger.info("reloaded %s", models.bundle.path)
+            self._start_cameras()
             return {"reloaded": True, "bundle": bundle_summary(models)}
         finally:
             self._reload_lock.release()
@@ -178,10 +206,31 @@ class Service:
         request = validation.job_request(
             body, now=time.time(), max_streams=self.config.max_streams, media_root=self.media_root
         )
+        self._require_models()
+        return self.jobs.start(job_id, request.cameraUrls, request.endTime)
+
+    def start_camera(self, name: str) -> dict[str, Any]:
+        """Start a standing camera by name; return it.
+
+        Raises
+        ------
+        RequestError
+            503 while no usable models are loaded.
+        """
+        validation.job_id(name, "camera")
+        self._require_models()
+        self.jobs.start_camera(name)
+        return self.jobs.describe_camera(name)
+
+    def stop_camera(self, name: str) -> dict[str, Any]:
+        """Stop a standing camera by name; return it."""
+        self.jobs.stop_camera(validation.job_id(name, "camera"))
+        return self.jobs.describe_camera(name)
+
+    def _require_models(self) -> None:
         models = self.models.current
         if models is None or not models.usable:
             raise RequestError("not ready: " + "; ".join(self.readiness()[1]), 503)
-        return self.jobs.start(job_id, request.cameraUrls, request.endTime)
 
     def change_settings(self, body: Any) -> dict[str, float]:
         """Change thresholds live; return the live settings now."""
@@ -212,7 +261,8 @@ class Service:
                  "results": j.log.stats()}
                 for j in jobs
             ],
-            "streams": [s.figures() for j in jobs if j.state == "running" for s in j.streams],
+            "cameras": self.jobs.cameras(),
+            "streams": [s.figures() for s in self.jobs.running_streams()],
         }
 
     def close(self) -> None:

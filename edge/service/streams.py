@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -25,8 +26,9 @@ from edge.runtime.sinks import Sink, draw
 from edge.runtime.sources import Frame, Source, redact
 from edge.runtime.stream import StreamLoop, StreamModels
 from edge.service.attribute_hub import Channel
-from edge.service.live import LiveSettings, ModelHolder, ModelSet
+from edge.service.live import ModelHolder, ModelSet
 from edge.service.results import ResultLog
+from edge.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +95,14 @@ class StreamRunner(Sink):
         Opened; the runner closes it.
     holder : ModelHolder
         Where the current models are.
-    settings : LiveSettings
-        The settings snapshots, one per frame.
+    settings : callable
+        Returns the settings snapshot of the next frame (:meth:`LiveSettings.view`).
     log : ResultLog
         The job's results; once it is closed (the job ended) frames are no longer recorded.
     end_time : float
-        Unix time at which the stream stops.
+        Unix time at which the stream stops (``math.inf``: a standing camera).
+    sinks : sequence of Sink
+        More sinks after the results (events to MQTT...).
     """
 
     def __init__(
@@ -108,9 +112,10 @@ class StreamRunner(Sink):
         uri: str,
         source: Source,
         holder: ModelHolder,
-        settings: LiveSettings,
+        settings: Callable[[], RuntimeSettings],
         log: ResultLog,
         end_time: float,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.index = index
         self.stream_id = f"{job_id}.{index}"  # how the API names it
@@ -119,7 +124,7 @@ class StreamRunner(Sink):
         self.end_time = end_time
         self._lease = _Lease(holder)
         self._loop = StreamLoop(
-            source, self._lease, lambda: settings.current, [_JobSink(log, index), self], self._count_error
+            source, self._lease, settings, [_JobSink(log, index), *sinks, self], self._count_error
         )
         self._stop = threading.Event()
         self._times = RecentTimes()

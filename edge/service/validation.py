@@ -125,10 +125,10 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number in JSON")
 
 
-def job_id(value: str) -> str:
-    """Check a job id from a path."""
+def job_id(value: str, what: str = "job id") -> str:
+    """Check a job id (or a camera's name: ``what``) from a path."""
     try:
-        return check_job_id(value)
+        return check_job_id(value, what)
     except ValueError as e:
         raise RequestError(str(e)) from None
 

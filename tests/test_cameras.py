@@ -1,0 +1,168 @@
+"""Standing cameras: the configuration's ``cameras:``, run by the real `edge serve`.
+
+Two cameras, a file played in real time and a real gst-rtsp-server stream, start with the
+service without any request; they are stopped and started by name, share ``max_streams``
+and names with posted jobs, come back after their RTSP server is killed, keep their own
+thresholds, and append to daily result files whose ``seq`` goes on across a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from rtsp import RtspServer, unavailable_reason
+from service import EdgeService, metrics, sample
+from waiting import wait_until
+
+RTSP_UNAVAILABLE = unavailable_reason()
+FAST_RECONNECT = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0,
+                  "open_timeout_s": 5.0, "read_timeout_s": 3.0}
+STRICT_CONF = 0.6  # the file camera's own conf_th, over the service's 0.3
+
+
+@pytest.fixture(scope="module")
+def camera_server():
+    if RTSP_UNAVAILABLE is not None:
+        pytest.fail(RTSP_UNAVAILABLE)
+    server = RtspServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cameras")
+
+
+@pytest.fixture(scope="module")
+def service(bundle_dir, clip, camera_server, folder):
+    media = folder / "media"
+    media.mkdir()
+    (media / "lobby.avi").write_bytes(clip.read_bytes())
+    running = EdgeService(
+        folder, bundle=str(bundle_dir), media_root=str(media), results_dir=str(folder / "results"),
+        max_streams=3, source=FAST_RECONNECT,
+        cameras=[
+            {"name": "lobby", "url": "lobby.avi", "realtime": True, "thresholds": {"conf_th": STRICT_CONF}},
+            {"name": "gate", "url": camera_server.url, "transport": "tcp"},
+            {"name": "spare", "url": camera_server.url, "enabled": False},
+        ],
+    )
+    running.start()
+    yield running
+    if running.process is not None:
+        assert running.stop() == 0, running.log()
+
+
+def camera(service: EdgeService, name: str) -> dict:
+    return service.json("GET", f"/api/cameras/{name}")
+
+
+def processed(service: EdgeService, name: str) -> int:
+    stream = camera(service, name)["stream"]
+    return stream["frames_processed"] if stream else 0
+
+
+def test_enabled_cameras_start_with_the_service_without_a_request(service):
+    wait_until(lambda: processed(service, "lobby") >= 5 and processed(service, "gate") >= 5,
+               "frames from both cameras")
+    status = service.json("GET", "/status")
+    states = {c["name"]: c["state"] for c in status["cameras"]}
+    assert states == {"lobby": "running", "gate": "running", "spare": "stopped"}
+    assert {s["id"] for s in status["streams"]} == {"lobby.0", "gate.0"}
+    assert camera(service, "spare")["reason"] == "disabled"
+    figures = metrics(service)
+    assert figures[sample("edge_camera_running", camera="gate")] == 1
+    assert figures[sample("edge_camera_running", camera="spare")] == 0
+    assert figures[sample("edge_stream_frames_processed_total", job="gate", stream="gate.0")] >= 5
+    assert figures[sample("edge_results_count_total", job="lobby")] >= 5
+    jpeg = service.request("GET", "/api/streams/gate.0/snapshot.jpg")
+    assert jpeg.status_code == 200 and jpeg.content[:2] == b"\xff\xd8"
+
+
+def test_a_camera_keeps_its_own_thresholds(service):
+    wait_until(lambda: processed(service, "lobby") >= 20, "frames of the file camera")
+    page = service.json("GET", "/api/cameras/lobby/results", params={"limit": 1000})
+    confidences = [d["confidence"] for r in page["results"] for d in r["detections"]]
+    assert confidences and min(confidences) >= STRICT_CONF
+    assert camera(service, "lobby")["thresholds"] == {"conf_th": STRICT_CONF}
+    assert service.json("GET", "/api/config")["conf_th"] == 0.3  # the service's own is unchanged
+
+
+def test_results_go_to_a_daily_file_numbered_without_gaps(service, folder):
+    wait_until(lambda: processed(service, "gate") >= 10, "frames of the RTSP camera")
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    path = folder / "results" / "gate" / f"{today}.jsonl"
+    assert camera(service, "gate")["results"]["file"] == str(path)
+    seqs = [json.loads(line)["seq"] for line in path.read_text().splitlines()]
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 10
+
+
+def test_cameras_stop_and_start_by_name_beside_posted_jobs(service, camera_server):
+    for name in ("gate", "lobby"):
+        stopped = service.json("POST", f"/api/cameras/{name}/stop")
+        assert stopped["state"] == "stopped" and stopped["reason"] == "stopped by request"
+    wait_until(lambda: not service.json("GET", "/status")["streams"], "the streams to leave /status")
+    count = camera(service, "gate")["results"]["count"]
+    assert service.json("POST", "/api/cameras/spare/start")["state"] == "running"
+    # One camera and a job of two streams make three: a fourth is refused, whoever asks.
+    body = {"cameraUrls": [{"video": camera_server.url}] * 2, "endTime": time.time() + 60}
+    service.json("POST", "/api/inference/visit", json=body)
+    assert "at most 3" in service.json("POST", "/api/cameras/gate/start", status=429)["error"]
+    assert "at most 3" in camera(service, "gate")["reason"]  # why it did not start, shown with it
+    assert "at most 3" in service.json("POST", "/api/inference/more", status=429, json=body)["error"]
+    assert "standing camera" in service.json("POST", "/api/inference/gate", status=409, json=body)["error"]
+    service.json("DELETE", "/api/inference/visit")
+    service.json("POST", "/api/cameras/spare/stop")
+    wait_until(lambda: not service.json("GET", "/status")["streams"], "room for the camera again")
+    assert service.json("POST", "/api/cameras/gate/start")["state"] == "running"
+    wait_until(lambda: camera(service, "gate")["results"]["count"] >= count + 3, "the camera's frames again")
+    page = service.json("GET", "/api/cameras/gate/results", params={"after": count - 1, "limit": 1})
+    assert page["results"][0]["seq"] == count  # seq goes on after a stop and start
+    assert "no camera 'nope'" in service.json("POST", "/api/cameras/nope/start", status=404)["error"]
+
+
+def test_a_camera_whose_server_dies_comes_back(service, camera_server):
+    wait_until(lambda: camera(service, "gate")["stream"]["state"] == "running", "the camera running")
+    before = processed(service, "gate")
+    camera_server.stop()
+    wait_until(lambda: camera(service, "gate")["stream"]["state"] == "reconnecting", "the outage noticed")
+    camera_server.start()
+    wait_until(lambda: processed(service, "gate") >= before + 5, "frames after the outage")
+    back = camera(service, "gate")
+    assert back["state"] == "running" and back["stream"]["reconnects"] >= 1
+
+
+def test_seq_goes_on_across_a_restart(service, folder):
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    path = folder / "results" / "gate" / f"{today}.jsonl"
+    assert service.stop() == 0, service.log()
+    last = json.loads(path.read_text().splitlines()[-1])["seq"]
+    service.start()
+    wait_until(lambda: processed(service, "gate") >= 2, "the camera started again with the service")
+    seqs = [json.loads(line)["seq"] for line in path.read_text().splitlines()]
+    assert seqs == list(range(len(seqs))) and seqs[-1] > last
+
+
+@pytest.mark.parametrize("config, message", [
+    ("cameras: [{name: a, url: x.avi, colour: red}]", "unknown setting(s): cameras.0.colour"),
+    ("cameras: [{name: a, url: x.avi}, {name: a, url: y.avi}]", "camera name(s) a given twice"),
+    ("cameras: [{name: a, url: /etc/passwd}]", "cameras.0.url"),
+    ("cameras: [{name: a, url: x.avi, thresholds: {conf_th: 2}}]", "cameras.0.thresholds: conf_th must be"),
+    ("mqtt: {host: localhost, port: 70000}", "mqtt.port must be within 1..65535, got 70000"),
+    ("mqtt: {host: localhost, password_file: /nonexistent/secret}", "mqtt.password_file: cannot read"),
+])
+def test_a_bad_camera_or_mqtt_setting_stops_the_start_with_exit_2(tmp_path, bundle_dir, config, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"bundle: {bundle_dir}\nmedia_root: {tmp_path}\n{config}\n")
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
