@@ -43,10 +43,10 @@ class TrackEvent:
     time: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form: ``type``, then the fields (``class_name`` as ``class``)."""
+        """Return the JSON form: ``type``, ``track_id``, ``class`` (``class_name``), the other fields."""
         fields = asdict(self)
-        fields["class"] = fields.pop("class_name")
-        return {"type": self.type, **fields}
+        head = {"type": self.type, "track_id": fields.pop("track_id"), "class": fields.pop("class_name")}
+        return head | fields
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class MqttPublisher:
 
     def publish_event(self, source: str, event: TrackEvent) -> None:
         """Queue one event of stream ``source``; returns at once, connected or not."""
-        payload = json.dumps({**event.to_dict(), "source": source, "wall": round(time.time(), 3)})
+        payload = json.dumps({"source": source, "wall": round(time.time(), 3), **event.to_dict()})
         with self._wake:
             if len(self._queue) == self._queue.maxlen:
                 self._dropped += 1  # the deque drops the oldest
