@@ -202,9 +202,9 @@ bench-peers: models data $(PEERS_VENV)/.done models/default/cpu-int8/manifest.js
 
 # --- Deploy (deploy/ansible/README.md): what travels to a device, and the Ansible run. ---
 # `make dist` builds the package wheel and the offline wheelhouse of one device target
-# (DIST_TARGET: cpu, rk3588, jetson-orin...); the bundle comes from `make models` (cpu) or
-# `make convert TARGET=...`. Wheels are reproducible (SOURCE_DATE_EPOCH), so an unchanged
-# tree gives the same wheelhouse and a second deploy changes nothing.
+# (DIST_TARGET: cpu, openvino, rk3588, jetson-orin...); the bundle comes from `make models`
+# (cpu) or `make convert TARGET=...`. Wheels are reproducible (SOURCE_DATE_EPOCH), so an
+# unchanged tree gives the same wheelhouse and a second deploy changes nothing.
 DEPLOY_VENV := .venv-deploy
 DIST := dist
 DIST_TARGET ?= cpu
@@ -232,6 +232,13 @@ else ifneq ($(filter jetson%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.10.12
 WHEEL_PINS ?= $(AARCH64_TORCH_PINS)
+else ifeq ($(DIST_TARGET),openvino)
+# Intel devices run the openvino bundle: OpenVINO's runtime (the package's openvino extra),
+# the release the host converts with, so the device reads the IR its gate measured.
+WHEEL_ARCH ?= x86_64
+WHEEL_PYTHON ?= 3.11.2
+WHEEL_EXTRAS ?= openvino==2026.4.1
+WHEEL_PINS ?= torch==2.13.0+cpu
 else
 WHEEL_ARCH ?= $(shell uname -m)
 WHEEL_PYTHON ?= 3.11.2
