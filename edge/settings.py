@@ -21,6 +21,8 @@ import math
 import os
 import re
 import socket
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -118,8 +120,9 @@ class RuntimeSettings(PolicySettings):
         NMS IoU threshold.
     tracker : str
         ``sfsort`` or ``bytetrack``.
-    threads : int
-        Threads of the detector's backend (CPU backends).
+    threads : int or None
+        Threads of the detector's backend (CPU backends); None leaves it to the backend,
+        which takes every core, so ``edge run`` on a host gets the speed the machine has.
     attributes : bool
         Run the attribute process.
     attribute_threads : int
@@ -135,7 +138,7 @@ class RuntimeSettings(PolicySettings):
     iou_th: UnitInterval = Field(0.7, description="NMS IoU threshold", json_schema_extra=LIVE)
     tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
         "sfsort", description="sfsort (default) or bytetrack")
-    threads: Count = Field(1, description="detector threads")
+    threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")
     retention_seconds: Seconds = Field(60.0, description="forget the attributes of tracks unseen this long")
@@ -163,8 +166,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"do not {field.description}")
         else:
             kind = {int: int, float: float}.get(_base_type(field.annotation), str)
+            default = "" if field.default is None else f" ({field.default})"
             parser.add_argument(f"--{flag}", dest=name, type=kind, default=field.default,
-                                help=f"{field.description} ({field.default})")
+                                help=f"{field.description}{default}")
 
 
 def runtime_from_arguments(args: argparse.Namespace) -> RuntimeSettings:
@@ -173,6 +177,10 @@ def runtime_from_arguments(args: argparse.Namespace) -> RuntimeSettings:
 
 
 def _base_type(annotation: Any) -> Any:
+    """Return the type under ``Annotated[...]`` and ``X | None``: ``int`` for ``Count | None``."""
+    inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(inner) == 1:
+        return _base_type(inner[0])
     return getattr(annotation, "__origin__", annotation)
 
 
