@@ -21,6 +21,7 @@ latency, to show three frames in flight on an RK3588's pool.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import os
 import sys
 import tempfile
@@ -100,6 +101,10 @@ def standin_bundle(bundle_dir: Path, folder: Path, latency_s: float, source_uri:
     """
     sys.path.insert(0, str(STANDINS))
     from rknnlite.api import RKNNLite
+
+    from edge.runtime.backends import rknnlite
+
+    rknnlite.RUNTIME_LIBRARY = ctypes.util.find_library("c")  # the stand-in needs no librknnrt.so
 
     bundle = load_bundle(bundle_dir)
     fp32 = bundle.model("detector")

@@ -24,6 +24,7 @@ On a board after a deploy, with the deployed venv (README, "Proving a board")::
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import statistics
 import sys
 import tempfile
@@ -145,6 +146,10 @@ def npu_figures(bundle: Path, frames: int) -> None:
 def pool_figures(frames: int) -> None:
     sys.path.insert(0, str(TESTS / "standins"))  # no NPU here: the stand-in for rknn-toolkit-lite2
     from rknnlite.api import RKNNLite
+
+    from edge.runtime.backends import rknnlite
+
+    rknnlite.RUNTIME_LIBRARY = ctypes.util.find_library("c")  # the stand-in needs no librknnrt.so
 
     from edge.runtime.backends.base import open_backend
 
