@@ -99,6 +99,20 @@ def _cameras(cameras: list[dict[str, Any]]) -> Iterator[Metric]:
     yield running
 
 
+def _mqtt(stats: dict[str, Any] | None) -> Iterator[Metric]:
+    """Yield the MQTT publisher's figures; none without ``mqtt:``."""
+    if stats is None:
+        return
+    yield _gauge("edge_mqtt_connected", "1 while connected to the broker", float(stats["connected"]))
+    yield _gauge("edge_mqtt_queued", "Events waiting for the broker", stats["queued"])
+    for key, doc in (("published", "Events the broker acknowledged"),
+                     ("dropped", "Events dropped from a full queue, oldest first"),
+                     ("reconnects", "Reconnections to the broker")):
+        family = CounterMetricFamily(f"edge_mqtt_{key}", doc)
+        family.add_metric([], stats[key])
+        yield family
+
+
 def _attributes(stats: dict[str, Any] | None) -> Iterator[Metric]:
     yield _gauge("edge_attribute_process_alive", "1 while the attribute process runs",
                  float(bool(stats and stats["alive"])))
@@ -157,6 +171,7 @@ class _StatusCollector:
         yield from _cameras(status["cameras"])
         yield from _per_stream(status["streams"])
         yield from _attributes(status["attributes"])
+        yield from _mqtt(status["mqtt"])
         yield from _device(status["device"])
 
 

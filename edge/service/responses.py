@@ -270,6 +270,18 @@ class AttributeProcess(_Closed):
     pid: int | None
 
 
+class MqttFigures(_Closed):
+    """The MQTT publisher in ``/status`` (None without ``mqtt:``)."""
+
+    connected: bool
+    queued: int = Field(description="events waiting for the broker")
+    in_flight: int = Field(description="events handed to the broker, not acknowledged yet")
+    published: int = Field(description="events the broker acknowledged")
+    dropped: int = Field(description="events dropped, oldest first, from a full queue")
+    reconnects: int
+    last_error: str | None
+
+
 class Status(_Closed):
     """``GET /status``."""
 
@@ -279,6 +291,7 @@ class Status(_Closed):
     attributes: AttributeProcess | None
     jobs: list[JobSummary]
     cameras: list[StandingCamera]
+    mqtt: MqttFigures | None
     streams: list[Stream] = Field(description="the streams of running jobs, then of running cameras")
 
 

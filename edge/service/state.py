@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ from edge.bundle import BundleError
 from edge.runtime.backends.base import BackendError
 from edge.runtime.device import DeviceMonitor
 from edge.runtime.models import backend_name
+from edge.runtime.sinks import Sink
 from edge.runtime.sources import SourceOptions
 from edge.service import validation
+from edge.service.events_sink import EventSink
 from edge.service.jobs import Camera, Job, JobManager, StandingCamera
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
+from edge.service.mqtt import MqttPublisher
 from edge.service.validation import RequestError
-from edge.settings import ConfigError, ServiceSettings
+from edge.settings import ConfigError, RuntimeSettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +110,14 @@ class Service:
         self.settings = LiveSettings(config.runtime)
         self.models = ModelHolder()
         self.media_root = Path(config.media_root).resolve()
+        cameras = standing_cameras(config, self.media_root)
+        # Events leave through one publisher; it connects in the background, so a broker
+        # that is away at start never holds the service up.
+        self.mqtt = MqttPublisher(config.mqtt, self._mqtt_stats) if config.mqtt is not None else None
         self.jobs = JobManager(
             self.models, self.settings, Path(config.results_dir),
             max_streams=config.max_streams, source_options=source_options(config),
-            keep_days=config.results_keep_days, cameras=standing_cameras(config, self.media_root),
+            keep_days=config.results_keep_days, cameras=cameras, sinks=self._event_sinks,
         )
         self._load_error: str | None = None
         # Ready only once remembered jobs are running again, so a client that waits for
@@ -242,6 +250,24 @@ class Service:
         logger.info("settings changed: %s", changes)
         return values
 
+    # Events.
+
+    def _event_sinks(self, source: str, settings: Callable[[], RuntimeSettings]) -> list[Sink]:
+        """Return a stream's sinks beyond its results: its track events, when MQTT is set."""
+        return [EventSink(self.mqtt, source, settings)] if self.mqtt is not None else []
+
+    def _mqtt_stats(self) -> dict[str, Any]:
+        """Return what the periodic stats message says: readiness, streams, device load."""
+        device = self.device.snapshot()
+        return {
+            "ready": self.readiness()[0],
+            "streams": [{key: f[key] for key in ("id", "state", "processed_fps", "frames_processed",
+                                                 "active_tracks")}
+                        for f in (s.figures() for s in self.jobs.running_streams())],
+            "device": {"cpu_percent": device["cpu_percent"], "memory_used_percent":
+                       device["memory"]["used_percent"], "temperatures": device["temperatures"]},
+        }
+
     # Figures.
 
     def status(self) -> dict[str, Any]:
@@ -262,11 +288,18 @@ class Service:
                 for j in jobs
             ],
             "cameras": self.jobs.cameras(),
+            "mqtt": self.mqtt.stats() if self.mqtt is not None else None,
             "streams": [s.figures() for s in self.jobs.running_streams()],
         }
 
     def close(self) -> None:
-        """Stop the jobs (remembered for a restart), then the models once no reload runs."""
+        """Stop the jobs (remembered for a restart), then the models once no reload runs.
+
+        The publisher closes after the streams, so their tracks' ``end`` events go out,
+        then ``offline``.
+        """
         self.jobs.close()
+        if self.mqtt is not None:
+            self.mqtt.close()
         with self._reload_lock:
             self.models.close()
