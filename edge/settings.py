@@ -314,6 +314,13 @@ class MqttSettings(BaseModel):
     def _read_password_file(cls, data: Any) -> Any:
         return _read_secret(data, "password_file", "password")
 
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_ca(cls, path: str) -> str:
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read the CA file {path}")
+        return path
+
 
 class ServiceSettings(BaseSettings):
     """What ``edge serve`` runs with: one YAML file, then ``EDGE_*`` environment overrides.
