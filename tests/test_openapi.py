@@ -76,7 +76,7 @@ def test_the_document_is_valid_openapi_and_documents_every_route(service, docume
             ("/api/config", "patch"), ("/api/models/reload", "post"), ("/api/openapi.json", "get"),
             ("/status", "get"), ("/metrics", "get"), ("/", "get"), ("/api/cameras", "get"),
             ("/api/cameras/{name}/start", "post"), ("/api/cameras/{name}/results", "get")} <= operations
-    assert len(operations) == 20
+    assert len(operations) == 21
     job = document["components"]["schemas"]["JobRequest"]
     assert set(job["required"]) == {"cameraUrls", "endTime"} and job["additionalProperties"] is False
     for path in ("/api/inference/{job_id}", "/api/inference/{job_id}/results",

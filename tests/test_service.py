@@ -220,7 +220,23 @@ def test_snapshot_and_dashboard(service):
     assert "expected <job id>.<index>" in malformed["error"]
     page = service.request("GET", "/", token="")
     assert page.headers["Content-Type"].startswith("text/html")
-    assert "/status" in page.text and "snapshot.jpg" in page.text
+    assert "/status" in page.text and "snapshot.jpg" in page.text and "recent.webm" in page.text
+
+
+def test_the_last_minute_of_a_stream_as_webm(service):
+    start(service, "minute", ["vtest.avi"], 30)
+    wait_until(lambda: service.job("minute")["results"]["count"] >= 8, "a few frames")
+    response = service.request("GET", "/api/streams/minute.0/recent.webm")
+    service.json("DELETE", "/api/inference/minute")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "video/webm"
+    assert response.content[:4] == b"\x1a\x45\xdf\xa3"  # EBML: a Matroska/WebM file
+    path = service.path.parent / "minute.webm"
+    path.write_bytes(response.content)
+    capture = cv2.VideoCapture(str(path))
+    ok, frame = capture.read()
+    assert ok and frame.shape[1] == 480
+    missing = service.json("GET", "/api/streams/minute.3/recent.webm", status=404)
+    assert missing["error"] == "stream minute.3: no such stream"
 
 
 @pytest.mark.parametrize(

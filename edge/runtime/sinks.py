@@ -202,6 +202,19 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def open_video_writer(path: Path, fourcc: int, fps: float, size: tuple[int, int],
+                      shown_as: Path | None = None) -> cv2.VideoWriter:
+    """Open OpenCV's video writer (its WebM warning silenced), or raise :class:`OSError`.
+
+    ``shown_as`` is the name the error gives (the final file of one written under another).
+    """
+    with _stderr_silenced():
+        writer = cv2.VideoWriter(str(path), fourcc, fps, size)
+    if not writer.isOpened():
+        raise OSError(f"{shown_as or path}: OpenCV cannot write {(shown_as or path).suffix} video here")
+    return writer
+
+
 class VideoSink(FileSink):
     """An annotated video, encoded in a thread of its own so that the stream never waits on it.
 
@@ -266,10 +279,7 @@ class VideoSink(FileSink):
         self._raise_error()
 
     def _start(self, size: tuple[int, int]) -> None:
-        with _stderr_silenced():
-            writer = cv2.VideoWriter(str(self.part), self._fourcc, self._fps, size)
-        if not writer.isOpened():
-            raise OSError(f"{self.path}: OpenCV cannot write {self.path.suffix} video here")
+        writer = open_video_writer(self.part, self._fourcc, self._fps, size, shown_as=self.path)
         self._thread = threading.Thread(target=self._encode, args=(writer,), name="video", daemon=True)
         self._thread.start()
 

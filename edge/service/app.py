@@ -24,6 +24,7 @@ Routes (those marked * need ``Authorization: Bearer <token>`` when a token is se
                                             ``score_th_capture``, ``min_live_seconds``)
 ``POST /api/models/reload`` *               reload and self-test the bundle, jobs going on
 ``GET /api/streams/<id>/snapshot.jpg`` *    the stream's latest annotated frame
+``GET /api/streams/<id>/recent.webm`` *     its last minute of annotated video (WebM)
 ``GET /``                                   the dashboard page (it asks for the token)
 ==========================================  ===============================================
 
@@ -199,6 +200,15 @@ def _install_routes(app: Flask, service: Service) -> None:
     def reload() -> Any:
         validation.no_body(request.get_data(cache=False))
         return jsonify(service.reload())
+
+    @app.get("/api/streams/<stream_id>/recent.webm")
+    def recent(stream_id: str) -> Any:
+        stream = service.jobs.stream(validation.stream_id(stream_id))
+        video = stream.recent.webm() if stream is not None else None
+        if video is None:
+            what = "no such stream" if stream is None else "no frame processed yet"
+            return _error(f"stream {stream_id}: {what}", 404)
+        return Response(video, content_type="video/webm", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/streams/<stream_id>/snapshot.jpg")
     def snapshot(stream_id: str) -> Any:

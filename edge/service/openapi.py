@@ -101,6 +101,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("reload", "POST"): Operation("Load and self-test the bundle again and swap it in, jobs going on",
                                   {200: r.Reloaded, 409: r.Error, 422: r.Error, **_BODY}),
     ("snapshot", "GET"): Operation("The stream's latest annotated frame", {200: "image/jpeg", 404: r.Error}),
+    ("recent", "GET"): Operation("The stream's last minute of annotated video, a few frames a second",
+                                 {200: "video/webm", 404: r.Error}),
 }
 """Every route's methods, by Flask endpoint name and method."""
 
@@ -174,7 +176,8 @@ def _operation(endpoint: str, op: Operation, arguments: list[str], refs: dict[An
 def _response(status: int, answer: Any, refs: dict[Any, str]) -> dict[str, Any]:
     description = HTTPStatus(status).phrase
     if isinstance(answer, str):
-        schema = {"type": "string", **({"format": "binary"} if answer.startswith("image/") else {})}
+        binary = answer.startswith(("image/", "video/"))
+        schema = {"type": "string", **({"format": "binary"} if binary else {})}
         return {"description": description, "content": {answer: {"schema": schema}}}
     return {"description": description, "content": {"application/json": {"schema": {"$ref": refs[answer]}}}}
 

@@ -3,7 +3,8 @@
 The loop (:class:`~edge.runtime.stream.StreamLoop`) does the work: frames in flight on
 the detector's backend, tracking, attributes, the sinks. What the service adds is here:
 the thread, the figures ``/status`` shows (processed frames per second, inference
-latency, active tracks, errors), the latest frame for the dashboard's snapshot, and
+latency, active tracks, errors), the latest frame for the dashboard's snapshot and its
+last minute of video (:mod:`edge.service.recent`), and
 the models' lease: when the service reloads its models, the loop finishes the frames
 in flight on the old ones and moves to the new ones between two frames; its tracks go
 on and are sent for attributes again.
@@ -27,6 +28,7 @@ from edge.runtime.sources import Frame, Source, redact
 from edge.runtime.stream import StreamLoop, StreamModels
 from edge.service.attribute_hub import Channel
 from edge.service.live import ModelHolder, ModelSet
+from edge.service.recent import RecentVideo
 from edge.service.results import ResultLog
 from edge.settings import RuntimeSettings
 
@@ -136,6 +138,7 @@ class StreamRunner(Sink):
         self._failed = False
         self._latest: tuple[np.ndarray, FrameResult] | None = None
         self._last_jpeg: bytes | None = None  # what an ended stream keeps of its last frame
+        self.recent = RecentVideo()  # the last minute, annotated, for the dashboard
         self._thread = threading.Thread(target=self._run, name=f"stream {self.stream_id}", daemon=True)
 
     def start(self) -> None:
@@ -217,6 +220,7 @@ class StreamRunner(Sink):
         with self._lock:
             self._processed += 1
             self._latest = (image, result)
+        self.recent.add(image, result)
         return True
 
     def _count_error(self, frame: Frame, error: Exception) -> None:
