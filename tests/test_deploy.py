@@ -17,7 +17,13 @@ per device with its token in an ``ansible-vault`` encrypted ``vault.yml``. Then,
 4. a deploy of a bundle whose golden outputs were tampered with: the canary device fails its
    health gate and is rolled back to the previous release, which serves again; the rollout
    stops before the second device, which is untouched;
-5. a good release after that prunes the old releases, bundles and venvs beyond the ones kept.
+5. a good release after that prunes the old releases, bundles and venvs beyond the ones kept;
+6. standing cameras from a device's host_vars (a list with a duplicate name or a camera
+   without a name or URL stops the play before any change): a file under its media root and a real RTSP
+   server that asks for a password, the password from an ``ansible-vault`` encrypted file:
+   the device processes both, its config.yaml is 0640, the password is in no output; one
+   camera's URL changed: ``make deploy-check`` shows nothing secret, the deploy makes a new
+   release, restarts the service through the health gate, and the camera runs from its new URL.
 
 The wheelhouse is built once (``make dist``, reused while the package is unchanged);
 nothing but 127.0.0.1 is ever a target.
@@ -31,15 +37,19 @@ import pwd
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from rtsp import SYSTEM_PYTHON, RtspServer, unavailable_reason
 from sshd import SSHD, SshDevice, free_port, keygen
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "deploy" / "ansible"
@@ -77,6 +87,16 @@ class Run:
             elif line.startswith("changed: ["):
                 found.append(f"{task}: {line[10:].split(']', 1)[0]}")
         return found
+
+    def ran(self, task: str, host: str) -> bool:
+        """Whether the task ``role : name`` ran on ``host`` (ok or changed)."""
+        current = ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                current = line[6:].split("]", 1)[0]
+            elif current == task and line.startswith((f"ok: [{host}]", f"changed: [{host}]")):
+                return True
+        return False
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-n:])
@@ -449,4 +469,204 @@ def test_a_new_release_after_the_rollback_prunes_the_old_ones(fleet: Fleet):
     assert len(list((canary.opt / "venvs").iterdir())) == 1
     assert "conf_th: 0.35" in (canary.opt / "current" / "config.yaml").read_text().replace('"', "")
     assert canary.get("/ready")[0] == 200
+    fleet.done()
+
+
+# An RTSP server that asks for a login (HTTP Basic): the camera only runs when the password
+# from the vault reached the device intact. tests/rtsp_server.py's stream, behind RTSPAuth.
+_AUTH_RTSP_SERVER = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+import rtsp_server as s
+from gi.repository import GLib, Gst, GstRtspServer
+Gst.init(None)
+port, user, password = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+server = s.make_server(port, s.launch_line(None, 320, 240, 30))
+token = GstRtspServer.RTSPToken()
+token.set_string("media.factory.role", user)
+auth = GstRtspServer.RTSPAuth()
+auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+server.set_auth(auth)
+factory = server.get_mount_points().match(s.MOUNT)[0]
+factory.add_role_from_structure(Gst.Structure.from_string(
+    user + ", media.factory.access=(boolean)true, media.factory.construct=(boolean)true")[0])
+if server.attach(None) == 0:
+    sys.exit("cannot listen on port " + str(port))
+GLib.MainLoop().run()
+"""
+CAMERA_USER = "viewer"
+
+
+class _LoginRtspServer(RtspServer):
+    """`RtspServer` with a login: ``rtsp://viewer:<password>@127.0.0.1:PORT/test``."""
+
+    def __init__(self, script: Path, password: str) -> None:
+        super().__init__()
+        tests = str(Path(__file__).parent)
+        self._args = [SYSTEM_PYTHON, str(script), tests, str(self.port), CAMERA_USER, password]
+
+    def url_with(self, password: str) -> str:
+        return f"rtsp://{CAMERA_USER}:{password}@127.0.0.1:{self.port}/test"
+
+    @property
+    def redacted(self) -> str:
+        """The URL as the service shows it (edge.runtime.sources.redact)."""
+        return f"rtsp://***@127.0.0.1:{self.port}/test"
+
+    def refuses_anonymous(self) -> bool:
+        """An RTSP DESCRIBE without credentials is answered 401."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(f"DESCRIBE rtsp://127.0.0.1:{self.port}/test RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+            return sock.recv(200).startswith(b"RTSP/1.0 401")
+
+
+@dataclass
+class CameraRig:
+    password: str = field(repr=False)
+    servers: list[_LoginRtspServer]
+
+
+@pytest.fixture(scope="module")
+def camera_rig(fleet: Fleet):
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.fail(reason)
+    script = fleet.base / "login_rtsp_server.py"
+    script.write_text(_AUTH_RTSP_SERVER)
+    password = "pw-" + secrets.token_urlsafe(18)
+    servers = [_LoginRtspServer(script, password) for _ in range(2)]  # the camera's first and second URL
+    try:
+        for server in servers:
+            server.start()
+        yield CameraRig(password, servers)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _write_cameras(fleet: Fleet, device: Device, gate_url: str) -> None:
+    """The device's cameras in its host_vars, as README.md's "Cameras" says."""
+    (fleet.inventory / "host_vars" / device.name / "cameras.yml").write_text(
+        "edge_cameras:\n"
+        "  - {name: lobby, url: lobby.avi, realtime: true, thresholds: {conf_th: 0.5}}\n"
+        f'  - {{name: gate, url: "{gate_url}", transport: tcp}}\n'
+    )
+
+
+def _cameras(device: Device) -> dict[str, dict]:
+    status, body = device.get("/api/cameras", device.token)
+    return {c["name"]: c for c in body.get("cameras", [])} if status == 200 else {}
+
+
+def _processing(device: Device, frames: int, **videos: str) -> dict[str, dict] | None:
+    """The cameras once each of ``videos`` runs from that (redacted) URL with ``frames`` frames done."""
+    time.sleep(0.5)
+    cameras = _cameras(device)
+    for name, video in videos.items():
+        camera = cameras.get(name) or {}
+        stream = camera.get("stream") or {}
+        if camera.get("state") != "running" or camera.get("video") != video or \
+                stream.get("frames_processed", 0) < frames:
+            return None
+    return cameras
+
+
+def _wait_processing(device: Device, **videos: str) -> dict[str, dict]:
+    try:
+        return wait_until(lambda: _processing(device, 5, **videos), f"cameras processing frames: {videos}")
+    except AssertionError as e:
+        shown = {name: [c.get("state"), c.get("video"), c.get("reason"),
+                        (c.get("stream") or {}).get("frames_processed")]
+                 for name, c in _cameras(device).items()}
+        log = (device.root / "log" / "silhouette-edge.log").read_text()[-3000:]
+        raise AssertionError(f"{e}; the device shows {shown}; its log ends:\n{log}") from None
+
+
+def _no_secret_in(run: Run, fleet: Fleet, password: str) -> None:
+    assert password not in run.output, "the camera password is in the Ansible output"
+    assert Path(fleet.env["ANSIBLE_VAULT_PASSWORD_FILE"]).read_text().strip() not in run.output
+
+
+def test_bad_cameras_stop_the_play_before_any_change(fleet: Fleet):
+    fleet.step("bad cameras")
+    device = fleet.devices[1]
+    before = (device.current(), device.supervisor_pid(), device.bundles())
+    cameras = [{"name": "gate", "url": "rtsp://viewer:s3cret-pw@10.0.0.7/s1"},
+               {"name": "gate", "url": "b.avi"}, {"url": "c.avi"}, {"name": "yard"}]
+    run = fleet.playbook("--limit", device.name, "-e", json.dumps({"edge_cameras": cameras}))
+    assert run.rc != 0
+    for message in ("edge_cameras[2] has no name", "edge_cameras[3] (yard) has no url",
+                    'camera name "gate" given 2 times'):
+        assert message in run.output, run.tail()
+    assert "s3cret-pw" not in run.output
+    assert run.recap()[device.name]["changed"] == 0
+    assert (device.current(), device.supervisor_pid(), device.bundles()) == before
+    fleet.done()
+
+
+def test_cameras_from_host_vars_and_the_vault(fleet: Fleet, camera_rig: CameraRig, clip: Path):
+    fleet.step("cameras")
+    device = fleet.devices[1]
+    gate = camera_rig.servers[0]
+    assert gate.refuses_anonymous()
+    media = device.root / "var" / "media"  # edge_media_root under the device's edge_state_dir
+    shutil.copy(clip, media / "lobby.avi")
+    shutil.chown(media / "lobby.avi", device.user, device.user)
+    # The password: only in a vault-encrypted vars file beside the device's main.yml.
+    vault = fleet.inventory / "host_vars" / device.name / "vault-cameras.yml"
+    vault.write_text(f"vault_camera_gate_password: {camera_rig.password}\n")
+    subprocess.run([str(DEPLOY_BIN / "ansible-vault"), "encrypt", str(vault)], env=fleet.env, check=True,
+                   capture_output=True)
+    assert vault.read_text().startswith("$ANSIBLE_VAULT;") and camera_rig.password not in vault.read_text()
+    _write_cameras(fleet, device, gate.url_with("{{ vault_camera_gate_password }}"))
+    before = (device.current(), device.supervisor_pid())
+
+    run = fleet.playbook("--limit", device.name)
+
+    assert run.rc == 0, run.tail()
+    assert run.recap()[device.name]["changed"] > 0
+    _no_secret_in(run, fleet, camera_rig.password)
+    assert (device.current(), device.supervisor_pid()) != before
+    lobby = str(media / "lobby.avi")  # shown resolved under the media root
+    cameras = _wait_processing(device, lobby=lobby, gate=gate.redacted)
+    assert cameras["lobby"]["thresholds"] == {"conf_th": 0.5}
+    config = device.opt / "current" / "config.yaml"
+    info = config.stat()
+    assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 0, pwd.getpwnam(device.user).pw_gid)
+    assert gate.url_with(camera_rig.password) in config.read_text()
+    assert camera_rig.password not in (device.root / "log" / "silhouette-edge.log").read_text()
+    fleet.done()
+
+
+def test_a_changed_camera_url_redeploys_through_the_gate(fleet: Fleet, camera_rig: CameraRig):
+    fleet.step("camera URL changed")
+    device = fleet.devices[1]
+    old, new = camera_rig.servers
+    old.stop()  # the camera moved
+    _write_cameras(fleet, device, new.url_with("{{ vault_camera_gate_password }}"))
+    before = (device.current(), device.supervisor_pid())
+
+    check = fleet.make("deploy-check", f"--limit {device.name}")  # --check --diff
+    assert check.rc == 0, check.tail()
+    assert "edge : Write the service configuration: " + device.name in check.changed_tasks(), \
+        check.changed_tasks()
+    _no_secret_in(check, fleet, camera_rig.password)
+    assert (device.current(), device.supervisor_pid()) == before
+
+    run = fleet.playbook("--limit", device.name)
+
+    assert run.rc == 0, run.tail()
+    _no_secret_in(run, fleet, camera_rig.password)
+    changed = run.changed_tasks()
+    for task in ("edge : Switch the current link to the release (an atomic rename)",
+                 "edge : Start or restart the service (supervisor)"):
+        assert f"{task}: {device.name}" in changed, changed
+    for task in ("edge : Wait until the service is ready, or says it cannot be",
+                 "edge : Run the self-test as the service user, with the service's backend options"):
+        assert run.ran(task, device.name), task
+    assert "failed its health gate" not in run.output
+    current, pid = device.current(), device.supervisor_pid()
+    assert current != before[0] and pid != before[1]
+    assert new.url_with(camera_rig.password) in (device.opt / "current" / "config.yaml").read_text()
+    _wait_processing(device, gate=new.redacted, lobby=str(device.root / "var" / "media" / "lobby.avi"))
     fleet.done()
