@@ -20,6 +20,8 @@ from rtsp import RtspServer, unavailable_reason
 from service import EdgeService, metrics, sample
 from waiting import wait_until
 
+from edge.cli import main
+
 RTSP_UNAVAILABLE = unavailable_reason()
 FAST_RECONNECT = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0,
                   "open_timeout_s": 5.0, "read_timeout_s": 3.0}
@@ -151,18 +153,33 @@ def test_seq_goes_on_across_a_restart(service, folder):
     assert seqs == list(range(len(seqs))) and seqs[-1] > last
 
 
-@pytest.mark.parametrize("config, message", [
+BAD_SETTINGS = [
     ("cameras: [{name: a, url: x.avi, colour: red}]", "unknown setting(s): cameras.0.colour"),
     ("cameras: [{name: a, url: x.avi}, {name: a, url: y.avi}]", "camera name(s) a given twice"),
     ("cameras: [{name: a, url: /etc/passwd}]", "cameras.0.url"),
     ("cameras: [{name: a, url: x.avi, thresholds: {conf_th: 2}}]", "cameras.0.thresholds: conf_th must be"),
     ("mqtt: {host: localhost, port: 70000}", "mqtt.port must be within 1..65535, got 70000"),
     ("mqtt: {host: localhost, password_file: /nonexistent/secret}", "mqtt.password_file: cannot read"),
-])
-def test_a_bad_camera_or_mqtt_setting_stops_the_start_with_exit_2(tmp_path, bundle_dir, config, message):
-    path = tmp_path / "config.yaml"
-    path.write_text(f"bundle: {bundle_dir}\nmedia_root: {tmp_path}\n{config}\n")
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "serve", "--config", str(path)],
+]
+
+
+def bad_config(folder: Path, bundle_dir: Path, text: str) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(f"bundle: {bundle_dir}\nmedia_root: {folder}\n{text}\n")
+    return path
+
+
+@pytest.mark.parametrize("config, message", BAD_SETTINGS)
+def test_a_bad_camera_or_mqtt_setting_stops_edge_serve_with_exit_2(tmp_path, bundle_dir, capsys, config,
+                                                                    message):
+    assert main(["serve", "--config", str(bad_config(tmp_path, bundle_dir, config))]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_service_process_exits_2_at_a_bad_camera(tmp_path, bundle_dir):
+    config, message = BAD_SETTINGS[2]  # refused only once the service is built, after the bundle is read
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "serve", "--config",
+                           str(bad_config(tmp_path, bundle_dir, config))],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
