@@ -165,10 +165,20 @@ class _CpuUsage:
             return list(self._value)
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    """Resident memory of a process and its children (the attribute process), in bytes."""
+def _tree_rss() -> int:
+    """Resident memory of this process and its children (the attribute process), in bytes.
+
+    A new ``Process`` each time: psutil refuses to list the children of one whose start
+    time reads differently than when it was made ("PID reused"), and under qemu-user, as on
+    the emulated board, the start time of a long-running process does read differently.
+    """
+    process = psutil.Process()
     total = process.memory_info().rss
-    for child in process.children(recursive=True):
+    try:
+        children = process.children(recursive=True)
+    except psutil.Error:  # /status must answer with this process's own figure then
+        children = []
+    for child in children:
         try:
             total += child.memory_info().rss
         except psutil.Error:  # ended between listing and reading
@@ -184,7 +194,6 @@ class DeviceMonitor:
 
     def __init__(self) -> None:
         self.started = time.time()
-        self._process = psutil.Process()
         self._cpu = _CpuUsage()
         self._static = {
             "hostname": socket.gethostname(),
@@ -221,7 +230,7 @@ class DeviceMonitor:
                 "total": memory.total,
                 "available": memory.available,
                 "used_percent": memory.percent,
-                "service_rss": _tree_rss(self._process),
+                "service_rss": _tree_rss(),
             },
             "temperatures": read_temperatures(),
             "npu_load": read_npu_load(),
