@@ -124,16 +124,30 @@ def record_golden(
 class GoldenReport:
     """The outcome of a self-test: ``ok``, one line per problem and one per excused disagreement.
 
-    ``excused_boxes`` and ``excused_top1`` count the near-threshold boxes and near-tied
-    top-1s that were let through (see the module's docstring); ``excused`` says which.
+    ``near_threshold_boxes`` and ``near_tied_top1`` hold the lines of the boxes near the
+    threshold and the near-tied top-1s that were let through (see the module's docstring).
     """
 
     checked_images: int = 0
     checked_crops: int = 0
     problems: list[str] = field(default_factory=list)
-    excused: list[str] = field(default_factory=list)
-    excused_boxes: int = 0
-    excused_top1: int = 0
+    near_threshold_boxes: list[str] = field(default_factory=list)
+    near_tied_top1: list[str] = field(default_factory=list)
+
+    @property
+    def excused(self) -> list[str]:
+        """Every disagreement let through: the boxes' lines, then the top-1s'."""
+        return [*self.near_threshold_boxes, *self.near_tied_top1]
+
+    @property
+    def excused_boxes(self) -> int:
+        """How many boxes near the threshold were let through."""
+        return len(self.near_threshold_boxes)
+
+    @property
+    def excused_top1(self) -> int:
+        """How many near-tied top-1s were let through."""
+        return len(self.near_tied_top1)
 
     @property
     def ok(self) -> bool:
@@ -169,8 +183,7 @@ def _compare_detections(
                 continue
             line = f"{name}: {side} box {i} (score {scores[i]:.3f}) has no match"
             if scores[i] < near:
-                report.excused.append(f"{line}, excused: under {near:.2f}")
-                report.excused_boxes += 1
+                report.near_threshold_boxes.append(f"{line}, excused: under {near:.2f}")
             else:
                 report.problems.append(line)
 
@@ -191,8 +204,7 @@ def _compare_logits(
     elif top != golden_top:
         gap = float(expected[golden_top] - expected[top])
         if gap < tol["top1_margin"]:
-            report.excused.append(f"{line}, excused: golden margin {gap:.3f}")
-            report.excused_top1 += 1
+            report.near_tied_top1.append(f"{line}, excused: golden margin {gap:.3f}")
         else:
             report.problems.append(line)
 

@@ -79,7 +79,6 @@ def next_daily_seq(folder: Path) -> int:
     return 0 if last is None else last + 1
 
 
-
 def _seq_of(line: bytes) -> int | None:
     try:
         record = json.loads(line)
