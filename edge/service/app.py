@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -49,6 +50,7 @@ from edge.runtime.sources import SourceError
 from edge.service import metrics, openapi, validation
 from edge.service.jobs import CapacityExceeded, JobConflict, JobNotFound
 from edge.service.state import Service
+from edge.service.streams import StreamRunner
 from edge.service.validation import RequestError
 
 logger = logging.getLogger(__name__)
@@ -201,20 +203,19 @@ def _install_routes(app: Flask, service: Service) -> None:
         validation.no_body(request.get_data(cache=False))
         return jsonify(service.reload())
 
-    @app.get("/api/streams/<stream_id>/recent.webm")
-    def recent(stream_id: str) -> Any:
+    def stream_media(stream_id: str, media: Callable[[StreamRunner], bytes | None], content_type: str) -> Any:
+        """Answer what ``media`` makes of a stream, or 404 for no stream or no frame yet."""
         stream = service.jobs.stream(validation.stream_id(stream_id))
-        video = stream.recent.webm() if stream is not None else None
-        if video is None:
+        data = media(stream) if stream is not None else None
+        if data is None:
             what = "no such stream" if stream is None else "no frame processed yet"
             return _error(f"stream {stream_id}: {what}", 404)
-        return Response(video, content_type="video/webm", headers={"Cache-Control": "no-store"})
+        return Response(data, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/streams/<stream_id>/recent.webm")
+    def recent(stream_id: str) -> Any:
+        return stream_media(stream_id, lambda stream: stream.recent.webm(), "video/webm")
 
     @app.get("/api/streams/<stream_id>/snapshot.jpg")
     def snapshot(stream_id: str) -> Any:
-        stream = service.jobs.stream(validation.stream_id(stream_id))
-        jpeg = stream.snapshot() if stream is not None else None
-        if jpeg is None:
-            what = "no such stream" if stream is None else "no frame processed yet"
-            return _error(f"stream {stream_id}: {what}", 404)
-        return Response(jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        return stream_media(stream_id, StreamRunner.snapshot, "image/jpeg")
