@@ -199,9 +199,17 @@ def _live_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def _name(name: str) -> str:
-    if not re.match(NAME_PATTERN, name):
-        raise ValueError(f"{name[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
+def check_name(name: Any, what: str = "") -> str:
+    """Return ``name`` if it may name a job or a camera (and its results folder).
+
+    Raises
+    ------
+    ValueError
+        Saying what a name may be, after ``what`` names it (``job id``, ``camera``).
+    """
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        named = f"{what} " if what else ""
+        raise ValueError(f"{named}{str(name)[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
     return name
 
 
@@ -209,6 +217,9 @@ def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
+
+
+NonEmpty = Annotated[str, AfterValidator(_non_empty)]
 
 
 class CameraSettings(BaseModel):
@@ -234,8 +245,8 @@ class CameraSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    name: Annotated[str, AfterValidator(_name)]
-    url: Annotated[str, AfterValidator(_non_empty)]
+    name: Annotated[str, AfterValidator(check_name)]
+    url: NonEmpty
     transport: Literal["tcp", "udp"] | None = None
     realtime: bool | None = None
     enabled: bool = True
@@ -296,7 +307,7 @@ class MqttSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    host: Annotated[str, AfterValidator(_non_empty)]
+    host: NonEmpty
     port: Annotated[int, AfterValidator(_port)] = 1883
     topic_prefix: Annotated[str, AfterValidator(_topic_prefix)] = "silhouette"
     client_id: str = Field(default_factory=lambda: socket.gethostname(), pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -371,11 +382,11 @@ class ServiceSettings(BaseSettings):
     )
 
     listen: str = "127.0.0.1:8000"
-    bundle: str = "models/default/cpu"
+    bundle: NonEmpty = "models/default/cpu"
     token: str = Field("", repr=False)
     token_file: str = ""
-    media_root: str = "data"
-    results_dir: str = "runs/service"
+    media_root: NonEmpty = "data"
+    results_dir: NonEmpty = "runs/service"
     results_keep_days: float = 30.0
     max_streams: int = 4
     backend: dict[str, Any] = Field(default_factory=dict)
@@ -427,13 +438,6 @@ class ServiceSettings(BaseSettings):
         if twice:
             raise ValueError(f": camera name(s) {', '.join(twice)} given twice")
         return cameras
-
-    @field_validator("bundle", "media_root", "results_dir")
-    @classmethod
-    def _not_empty(cls, value: str) -> str:
-        if not value:
-            raise ValueError("must not be empty")
-        return value
 
     @field_validator("runtime", mode="before")
     @classmethod

@@ -44,7 +44,7 @@ from edge.runtime.sources import Source, SourceOptions, Transport, open_source, 
 from edge.service.live import LiveSettings, ModelHolder
 from edge.service.results import ResultLog, next_daily_seq, repair
 from edge.service.streams import StreamRunner
-from edge.settings import NAME_PATTERN, RuntimeSettings
+from edge.settings import NAME_PATTERN, RuntimeSettings, check_name
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,7 @@ def check_job_id(job_id: str, what: str = "job id") -> str:
     ValueError
         Saying what an id may be.
     """
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise ValueError(f"{what} {str(job_id)[:80]!r}: use 1 to 64 letters, digits, '_' or '-'")
-    return job_id
+    return check_name(job_id, what)
 
 
 def _video(value: Any) -> Any:
