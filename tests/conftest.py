@@ -19,6 +19,19 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".cache" / "ultralytics"))
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each module on one worker when `make test` runs pytest-xdist (``--dist loadgroup``).
+
+    A module's fixtures (a conversion, a trained model, a fleet) are then made once and its
+    tests run in their order; modules that build the same files (``make dist``) name one
+    group of their own.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def _require(path: Path, make_target: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make {make_target}` first (make test does)")

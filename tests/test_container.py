@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/silhouette-edge:test"
 BASE = "localhost/silhouette-edge-base:bookworm"  # the Makefile's IMAGE_LOCAL_BASE
 
+pytestmark = pytest.mark.xdist_group("dist")  # builds dist/ (make dist) as test_deploy.py does: one worker
+
 
 def _make(*args: str, timeout: float = 1800) -> str:
     """Run ``make -s ARGS`` in the repository; fail the test with make's last lines if it fails."""

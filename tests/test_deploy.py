@@ -61,6 +61,7 @@ DEVICES = ("dev1", "dev2")  # inventory order: dev1 is the canary batch
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("dist"),  # builds dist/ (make dist) as test_container.py does: one worker
     pytest.mark.skipif(os.geteuid() != 0, reason="the loopback devices need root (sshd, service users)"),
     pytest.mark.skipif(not Path(SSHD).exists(), reason="openssh-server is not installed (make system-deps)"),
 ]
@@ -156,11 +157,12 @@ class Fleet:
         return self._run(cmd)
 
     def _run(self, cmd: list[str]) -> Run:
+        start = time.monotonic()
         proc = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=900)
         log = self.base / "ansible.log"
         with log.open("a") as f:
-            f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}")
+            f.write(f"\n$ {' '.join(cmd)}\n{proc.stdout}(took {time.monotonic() - start:.0f} s)\n")
         return Run(proc.returncode, proc.stdout)
 
     def step(self, name: str) -> None:

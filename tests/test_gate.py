@@ -93,7 +93,8 @@ def test_attribute_figures_agreement_and_cosine() -> None:
     found = {"gender": np.array([[1.0, 0.0], [1.0, 0.0]]), "backpack": np.array([[1.0, 0.0], [1.0, 0.0]])}
     figures = attribute_figures(reference, found)
     assert figures.crops == 2
-    assert figures.per_attribute["gender"] == {"top1": 0.5, "cosine_mean": 0.5, "cosine_min": 0.0}
+    assert figures.per_attribute["gender"] == {"top1": 0.5, "cosine_mean": 0.5, "cosine_min": 0.0,
+                                               "held": True}
     assert figures.per_attribute["backpack"]["top1"] == 1.0
     assert figures.top1_mean == pytest.approx(0.75)
     assert figures.cosine_worst == pytest.approx(0.5)
@@ -101,6 +102,21 @@ def test_attribute_figures_agreement_and_cosine() -> None:
         "mean top-1 agreement 0.750 < 0.9", "logit cosine below 0.99 for gender",
     ]
     assert attribute_failures(attribute_figures(reference, reference), Thresholds()) == []
+
+
+def test_attributes_a_trained_model_never_learnt_are_shown_but_not_held() -> None:
+    reference = {"gender": np.array([[2.0, 0.0], [0.0, 1.0]]), "backpack": np.array([[1.0, 0.0], [1.0, 0.0]])}
+    found = {"gender": np.array([[1.0, 0.0], [1.0, 0.0]]), "backpack": np.array([[1.0, 0.1], [1.0, 0.0]])}
+    figures = attribute_figures(reference, found, held=["backpack"])
+    assert figures.per_attribute["gender"]["held"] is False and figures.per_attribute["gender"]["top1"] == 0.5
+    assert figures.top1_mean == 1.0
+    assert figures.cosine_worst == pytest.approx(np.mean([1 / np.hypot(1, 0.1), 1]))
+    assert attribute_failures(figures, Thresholds()) == []
+    assert attribute_failures(attribute_figures(reference, found, held=["gender"]), Thresholds()) == [
+        "mean top-1 agreement 0.500 < 0.9", "logit cosine below 0.99 for gender",
+    ]
+    with pytest.raises(ValueError, match="holds none"):
+        attribute_figures(reference, found, held=["handbag"])
 
 
 def test_thresholds_must_be_shares() -> None:

@@ -254,6 +254,10 @@ def shipped(trained: Path, dataset: Path, tmp_path_factory, weights: Path, clip:
     # the clip): 4 held-out frames give 25 boxes, and one near the threshold flips with the
     # CPU's INT8 kernels (24/25 on a CI machine, 25/25 here), so it is held to 0.9.
     detector_gate = "--min-matched 0.9"
+    # The 5-epoch model is near-tied on the held-out crops' top_color (logit cosine 0.9999 and
+    # yet 2 of 6 answers flipped on rk3588): top-1 over 6 crops says little here, the labelled
+    # mA drop (held to 0.02 below) says what INT8 costs.
+    attribute_gate = "--min-attr-top1 0.5"
     targets = {"cpu": "cpu-int8"}
     if (ROOT / ".venv-rknn/bin/python").exists():
         targets["rk3588"] = "rk3588"
@@ -262,7 +266,7 @@ def shipped(trained: Path, dataset: Path, tmp_path_factory, weights: Path, clip:
             ["make", "--no-print-directory", "convert", f"TARGET={target}",
              f"CALIBRATION={root / 'calibration'}", f"MODELS_DIR={root / 'models'}", "BUNDLE_NAME=t",
              f"ATTR_CHECKPOINT={trained / 'best.pt'}",
-             f"ATTR_DATASET={dataset}", f"CONVERT_ARGS=-q --no-analysis {detector_gate}"],
+             f"ATTR_DATASET={dataset}", f"CONVERT_ARGS=-q --no-analysis {detector_gate} {attribute_gate}"],
             cwd=ROOT, capture_output=True, text=True, timeout=900,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -283,8 +287,12 @@ def test_bundles_carry_the_trained_model_its_dataset_and_the_int8_ma(shipped, da
         assert entry["trained"] is True and entry["input"]["shape"][1 if name == "rk3588" else 2] == 64
         assert entry["training"]["datasets"] == [source] and entry["training"]["epoch"] == best["epoch"]
         assert entry["training"]["validation"]["mA"] == best["mA"]
+        assert entry["training"]["learnt"] == ["top_color", "bottom_color"]  # what the dataset labels
         if name == "fp32":
             continue
+        # The heads no crop taught answer noise in FP32 too: shown, not held (they failed a CI run).
+        figures = manifest(bundle)["verification"]["attributes"]["per_attribute"]
+        assert {n for n, f in figures.items() if f["held"]} == {"top_color", "bottom_color"}, figures
         labelled = manifest(bundle)["verification"]["attributes"]["labelled"]
         assert (labelled["dataset"], labelled["sha256"]) == ("recoloured", source["sha256"])
         assert labelled["split"] == "test"

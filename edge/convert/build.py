@@ -352,10 +352,11 @@ class _Conversion:
         classifier = AttributeClassifier(open_backend(fp32_path, "onnx", {"threads": THREADS}), entry)
         expected = classifier.logits([cv2.imread(str(p)) for p in held_out + labelled])
         n = len(held_out)
+        learnt = entry.get("training", {}).get("learnt")  # None: untrained, every head is held
 
         def judge(outputs: Outputs) -> tuple[Any, list[str]]:
             found = _logits(outputs, entry)
-            figures = attribute_figures(_rows(expected, 0, n), _rows(found, 0, n))
+            figures = attribute_figures(_rows(expected, 0, n), _rows(found, 0, n), learnt)
             if opts.attr_test is not None:
                 figures = replace(figures, labelled=labelled_figures(
                     _rows(expected, n, None), _rows(found, n, None), opts.attr_test))

@@ -116,10 +116,15 @@ def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) 
 
 
 def training_summary(ckpt: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
-    """Return the manifest's ``training``: checkpoint, datasets, epoch, validation mA and accuracy."""
+    """Return the manifest's ``training``: checkpoint, datasets, attributes learnt, validation.
+
+    ``learnt`` names the attributes some training crop knew (a checkpoint older than that
+    record: all of them); the conversion gate holds INT8 to FP32 on those only.
+    """
     return {
         "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
         "datasets": ckpt.get("datasets", []),
+        "learnt": ckpt.get("learnt", list(schema.ATTRIBUTES)),
         "epoch": ckpt.get("epoch"),
         "validation": {
             "mA": ckpt.get("mA"), "accuracy": ckpt.get("mean_accuracy"),

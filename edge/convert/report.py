@@ -112,8 +112,9 @@ def _attribute_section(model: dict[str, Any], thresholds: dict[str, Any]) -> lis
                      f"| {_num(f['cosine_worst'], 5)} | {_verdict(attempt)} |")
     last = model["attempts"][-1]
     lines += ["", f"Per attribute ({last['mode']}):", "",
-              "| attribute | top-1 agreement | logit cosine mean | min |", "|---|---|---|---|"]
-    lines += [f"| {name} | {_num(f['top1'])} | {_num(f['cosine_mean'], 5)} | {_num(f['cosine_min'], 5)} |"
+              "| attribute | top-1 agreement | logit cosine mean | min | held |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {_num(f['top1'])} | {_num(f['cosine_mean'], 5)} | {_num(f['cosine_min'], 5)} "
+              f"| {'yes' if f.get('held', True) else 'no: not learnt'} |"
               for name, f in last["figures"]["per_attribute"].items()]
     labelled = last["figures"].get("labelled")
     if labelled:

@@ -64,6 +64,14 @@ def label_matrix(items: list[Sample]) -> np.ndarray:
     return np.array([item.labels for item in items], dtype=np.int64).reshape(-1, len(schema.ATTRIBUTES))
 
 
+def learnt_attributes(labels: np.ndarray) -> list[str]:
+    """Return the attributes some training crop of ``labels`` (:func:`label_matrix`) knows.
+
+    The others' heads learn nothing: their answers are noise, in FP32 as in INT8.
+    """
+    return [name for j, name in enumerate(schema.ATTRIBUTES) if np.any(labels[:, j] != IGNORE)]
+
+
 def fingerprint(dataset: Dataset) -> dict[str, Any]:
     """Return a dataset's name and a SHA-256 over its ``labels.csv`` and image files, in row order."""
     digest = hashlib.sha256((dataset.path / LABELS).read_bytes())

@@ -52,7 +52,7 @@ from edge.training.evaluate import Evaluation, device_of, predict
 from edge.training.loss import HeadsLoss, class_weights
 from edge.training.plots import write_plots
 from edge.training.recipe import Recipe
-from edge.training.samples import CropSet, Sample, fingerprint, samples
+from edge.training.samples import CropSet, Sample, fingerprint, learnt_attributes, samples
 from edge.training.transforms import train_transform
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,9 @@ class _Training:
                 load_backbone(self.net, Path(self.recipe.backbone))
         self.net.to(self.device)
         crops = CropSet(self.train_items, train_transform(self.recipe.input_size))
-        self.weights = class_weights(crops.label_matrix()) if self.recipe.class_weights else None
+        labels = crops.label_matrix()
+        self.learnt = learnt_attributes(labels)
+        self.weights = class_weights(labels) if self.recipe.class_weights else None
         self.loss = HeadsLoss(self.weights, self.device)
         self.optimizer = _optimizer(self.recipe, self.net)
         self.history: list[dict[str, Any]] = []
@@ -259,7 +261,7 @@ class _Training:
             score={"name": self.recipe.score, "value": val.scores.mean(self.recipe.score)},
             mA=val.scores.mean("mA"), mean_accuracy=val.scores.mean("accuracy"),
             per_attribute=val.scores.as_dict()["per_attribute"],
-            recipe=asdict(self.recipe), datasets=self.sources, class_weights=self.weights,
+            recipe=asdict(self.recipe), datasets=self.sources, learnt=self.learnt, class_weights=self.weights,
             history=self.history,
             rng={"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                  "shuffle": self.generator.get_state()},
