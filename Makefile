@@ -100,11 +100,12 @@ demo: models data
 	$(PY) -m edge.cli run $(CLIP) --out runs/demo
 	@echo "Outputs: runs/demo/detections.jsonl and runs/demo/annotated.webm"
 
-# Two pytest-xdist workers, each module on one (tests/conftest.py): much of the suite waits on
-# services, devices and downloads, so the second core works meanwhile. TEST_WORKERS=0: one process.
+# Two pytest-xdist workers, each test file on one (its fixtures made once, its tests in order):
+# much of the suite waits on services, devices and downloads, so the second core works meanwhile.
+# TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: models data system-deps $(RKNN_VENV)/.done
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The emulated aarch64 board deploy (tests/test_deploy_arm64.py, which runs `make arm64-board`): root;
 # ~15 min to make the board cold, then ~28 min of deploys under qemu: over the CI budget, so not in `make test`.

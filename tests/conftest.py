@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -13,29 +15,31 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "default" / "cpu"
 WEIGHTS = ROOT / "models" / "weights" / "yolov8s-people.pt"
 CLIP = ROOT / "data" / "vtest.avi"
+DIST = ROOT / "dist"
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".cache" / "ultralytics"))
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each module on one worker when `make test` runs pytest-xdist (``--dist loadgroup``).
-
-    A module's fixtures (a conversion, a trained model, a fleet) are then made once and its
-    tests run in their order; modules that build the same files (``make dist``) name one
-    group of their own.
-    """
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 def _require(path: Path, make_target: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make {make_target}` first (make test does)")
     return path
+
+
+@pytest.fixture(scope="session")
+def dist() -> Path:
+    """Run `make dist` (the wheel, the cpu wheelhouse) under a lock on dist/; return dist/.
+
+    `make test`'s workers may run the container and deploy modules at once, and both need it:
+    the second waits for the first's build and finds it made.
+    """
+    DIST.mkdir(exist_ok=True)
+    with (DIST / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["make", "-s", "dist"], cwd=ROOT, check=True)
+    return DIST
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/silhouette-edge:test"
 BASE = "localhost/silhouette-edge-base:bookworm"  # the Makefile's IMAGE_LOCAL_BASE
 
-pytestmark = pytest.mark.xdist_group("dist")  # builds dist/ (make dist) as test_deploy.py does: one worker
-
 
 def _make(*args: str, timeout: float = 1800) -> str:
     """Run ``make -s ARGS`` in the repository; fail the test with make's last lines if it fails."""
@@ -50,7 +48,7 @@ def _podman(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def image() -> dict[str, Any]:
+def image(dist: Path) -> dict[str, Any]:
     """Build the image as `make image` does here; return its configuration (``podman image inspect``)."""
     if os.geteuid() != 0:
         pytest.fail("the container test needs root (Debian packages, podman's storage, chroot, mounts)")

@@ -61,7 +61,6 @@ DEVICES = ("dev1", "dev2")  # inventory order: dev1 is the canary batch
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("dist"),  # builds dist/ (make dist) as test_container.py does: one worker
     pytest.mark.skipif(os.geteuid() != 0, reason="the loopback devices need root (sshd, service users)"),
     pytest.mark.skipif(not Path(SSHD).exists(), reason="openssh-server is not installed (make system-deps)"),
 ]
@@ -182,9 +181,9 @@ def _ctl(device: Device, action: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet():
+def fleet(dist: Path):
     # What travels: the wheel, the wheelhouse (built once, reused while unchanged), the bundle.
-    subprocess.run(["make", "-s", "venv-deploy", "dist"], cwd=ROOT, check=True)
+    subprocess.run(["make", "-s", "venv-deploy"], cwd=ROOT, check=True)
     assert (BUNDLE / "manifest.json").exists(), "run `make models` first (make test does)"
 
     base = Path(tempfile.mkdtemp(prefix="edge-deploy-"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.runtime.evidence import CropAnswer
 from edge.runtime.worker import AttributeLink, AttributeWorker
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Channel(AttributeLink):
     def __init__(self, hub: AttributeHub, number: int) -> None:
         self._hub = hub
         self.number = number
-        self._answers: deque[tuple[int, dict[str, str]]] = deque()
+        self._answers: deque[tuple[int, CropAnswer]] = deque()
         self.requests = 0
         self.answers = 0
 
@@ -43,15 +44,15 @@ class Channel(AttributeLink):
         self.requests += 1
         return self._hub._submit((self.number << _TRACK_BITS) | int(track_id), crop)
 
-    def poll(self) -> list[tuple[int, dict[str, str]]]:
-        """Return this stream's answers that have arrived, as ``(track_id, attributes)``."""
+    def poll(self) -> list[tuple[int, CropAnswer]]:
+        """Return this stream's answers that have arrived, as ``(track_id, answer)``."""
         answers = []
         while self._answers:
             answers.append(self._answers.popleft())
         self.answers += len(answers)
         return answers
 
-    def _deliver(self, track_id: int, attributes: dict[str, str]) -> None:
+    def _deliver(self, track_id: int, attributes: CropAnswer) -> None:
         self._answers.append((track_id, attributes))  # deque appends are thread-safe
 
     def stats(self) -> dict[str, int]:
