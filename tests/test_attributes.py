@@ -45,6 +45,16 @@ def test_classifies_real_crops_into_schema_labels(classifier, clip_frames):
     assert classifier.classify([]) == []
 
 
+def test_a_trained_model_answers_only_the_attributes_it_learnt(classifier, bundle_dir, clip_frames):
+    learnt = ["top_color", "backpack"]
+    entry = {**load_bundle(bundle_dir).model("attributes"), "trained": True, "training": {"learnt": learnt}}
+    colours = AttributeClassifier(classifier.backend, entry)
+    crop = clip_frames[1][100:300, 300:380]
+    [answer] = colours.classify([crop])
+    assert list(answer.probabilities) == learnt and answer.trained
+    assert answer.probabilities["top_color"] == classifier.classify([crop])[0].probabilities["top_color"]
+
+
 def test_batch_gives_the_same_logits_as_one_by_one(classifier, clip_frames):
     crops = [clip_frames[1][100:300, 300:380], clip_frames[4][200:400, 100:200]]
     batched = classifier.logits(crops)

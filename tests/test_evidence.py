@@ -78,6 +78,16 @@ def test_an_attribute_under_the_minimum_confidence_stays_unknown() -> None:
     assert evidence.decide(0.5)[0]["gender"] == "male"
 
 
+def test_attributes_no_answer_holds_stay_unknown_and_do_not_keep_a_track_unsure() -> None:
+    evidence = TrackEvidence()  # a model that learnt top_color only answers top_color
+    evidence.add(CropAnswer({"top_color": answer(3, peak=0.8).probabilities["top_color"]}))
+    labels, scores = evidence.decide(0.6)
+    assert (labels["top_color"], scores["top_color"]) == ("red", 0.8)
+    assert all(labels[n] == UNKNOWN and scores[n] is None for n in ATTRIBUTES if n != "top_color")
+    assert not evidence.unsure(0.6), "only top_color is answered, and it is sure"
+    assert evidence.unsure(0.9)
+
+
 def test_answers_of_an_untrained_model_are_marked() -> None:
     evidence = TrackEvidence()
     evidence.add(answer(3))

@@ -351,6 +351,11 @@ def test_the_cpu_int8_bundle_answers_top_color_as_fp32_through_edge_run(shipped,
                           "--attr-min-confidence", "0")
         assert rc == 0, err
         answers[name] = top_colors(tmp_path / name / "detections.jsonl", truth)
+        # What no training crop taught is not answered: unknown, without a score, on every box.
+        boxes = [d for line in (tmp_path / name / "detections.jsonl").read_text().splitlines()
+                 for d in json.loads(line)["detections"]]
+        assert boxes and all((d["attributes"]["gender"], d["attribute_scores"]["gender"]) == ("unknown", None)
+                             for d in boxes), boxes[:3]
     both = [k for k, (f, i) in enumerate(zip(answers["fp32"], answers["cpu"], strict=True)) if f and i]
     assert len(both) >= 4, answers
     assert all(answers["fp32"][k] == answers["cpu"][k] for k in both), answers

@@ -56,13 +56,16 @@ class AttributeClassifier:
         The backend holding the attribute model.
     entry : dict
         The manifest's ``attributes`` entry (its ``schema`` names the labels, its
-        ``trained`` says whether the answers mean anything).
+        ``trained`` says whether the answers mean anything, and a trained model's
+        ``training.learnt`` which attributes: only those are answered).
     """
 
     def __init__(self, backend: Backend, entry: dict[str, Any]) -> None:
         self.backend = backend
         self.schema: dict[str, list[str]] = entry["schema"]
         self.trained = bool(entry.get("trained", False))
+        # The heads no training crop taught answer noise: a track's attribute stays unknown.
+        self.answered: list[str] = list(entry.get("training", {}).get("learnt", self.schema))
         self._preprocess = entry["preprocess"]
         self._input = entry["input"]
         shape = self._input["shape"]
@@ -90,14 +93,14 @@ class AttributeClassifier:
         return {name: np.concatenate(o) for name, o in zip(self.schema, outputs, strict=True)}
 
     def classify(self, crops: list[np.ndarray]) -> list[CropAnswer]:
-        """Return each BGR crop's label probabilities per attribute and its quality weight."""
+        """Return each BGR crop's label probabilities per answered attribute and its quality weight."""
         if not crops:
             return []
         logits = self.logits(crops)
-        probabilities = {name: softmax(logits[name].astype(np.float64)) for name in self.schema}
+        probabilities = {name: softmax(logits[name].astype(np.float64)) for name in self.answered}
         return [
             CropAnswer(
-                {name: tuple(float(p) for p in probabilities[name][i]) for name in self.schema},
+                {name: tuple(float(p) for p in probabilities[name][i]) for name in self.answered},
                 crop_quality(*crop.shape[:2], self._size), self.trained,
             )
             for i, crop in enumerate(crops)

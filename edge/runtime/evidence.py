@@ -11,8 +11,10 @@ seen near and far should believe the near crops more.
 :class:`TrackEvidence` keeps, per attribute, the sum of ``quality * probabilities``
 over a track's answers; the track's label is the one of the highest weighted mean
 probability, and that probability is its confidence. Below the ``attr_min_confidence``
-setting the attribute reads ``"unknown"``. Answers made by an untrained model
-(``trained: false`` in the bundle) are marked, so that what shows them can say so.
+setting the attribute reads ``"unknown"``, and so does one no answer holds: a trained
+model answers only the attributes it learnt (its manifest's ``training.learnt``). Answers
+made by an untrained model (``trained: false`` in the bundle) are marked, so that what
+shows them can say so.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class CropAnswer:
     Attributes
     ----------
     probabilities : dict
-        Attribute -> the probability of each of its labels, in schema order.
+        Attribute -> the probability of each of its labels, in schema order; the
+        attributes the model learnt.
     quality : float
         The crop's weight in its track's mean, in (0, 1].
     trained : bool
@@ -62,6 +65,8 @@ class TrackEvidence:
         How many answers were added.
     trained : bool
         False once an answer of an untrained model was added.
+    answered : set of str
+        The attributes some answer held.
     """
 
     sums: dict[str, np.ndarray] = field(
@@ -69,11 +74,13 @@ class TrackEvidence:
     weight: float = 0.0
     answers: int = 0
     trained: bool = True
+    answered: set[str] = field(default_factory=set)
 
     def add(self, answer: CropAnswer) -> None:
         """Add one crop's answer, weighted by its quality."""
         for name, probabilities in answer.probabilities.items():
             self.sums[name] += answer.quality * np.asarray(probabilities)
+        self.answered.update(answer.probabilities)
         self.weight += answer.quality
         self.answers += 1
         self.trained = self.trained and answer.trained
@@ -82,18 +89,18 @@ class TrackEvidence:
         """Return each attribute's label and its confidence (the label's weighted mean probability).
 
         An attribute whose confidence is below ``min_confidence`` reads ``"unknown"``
-        (its confidence is still given); before any answer every confidence is None.
+        (its confidence is still given); one no answer holds (before any answer, every
+        one) reads ``"unknown"`` with confidence None.
         """
-        if not self.answers:
-            return unknown_attributes(), dict.fromkeys(ATTRIBUTES)
-        labels, confidences = {}, {}
-        for name, sums in self.sums.items():
-            mean = sums / self.weight
+        labels, confidences = unknown_attributes(), dict.fromkeys(ATTRIBUTES)
+        for name in self.answered:
+            mean = self.sums[name] / self.weight
             best = int(mean.argmax())
             confidences[name] = round(float(mean[best]), 4)
             labels[name] = ATTRIBUTES[name][best] if mean[best] >= min_confidence else UNKNOWN
         return labels, confidences
 
     def unsure(self, min_confidence: float) -> bool:
-        """Say whether an attribute is still below ``min_confidence`` (True before any answer)."""
-        return not self.answers or any(s.max() / self.weight < min_confidence for s in self.sums.values())
+        """Say whether an answered attribute is still below ``min_confidence`` (True before any answer)."""
+        return not self.answers or any(
+            self.sums[name].max() / self.weight < min_confidence for name in self.answered)

@@ -28,7 +28,8 @@ from edge.settings import RuntimeSettings
 class Person:
     """One tracked person in one frame.
 
-    ``attribute_scores`` holds each attribute's confidence (None before any answer);
+    ``attribute_scores`` holds each attribute's confidence (None before any answer, and
+    for an attribute the model did not learn);
     ``attributes_trained`` is False when the answers came from an untrained model.
     """
 
