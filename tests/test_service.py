@@ -126,9 +126,11 @@ def test_an_rtsp_job_processes_the_newest_frames_until_end_time(service, clip):
     # The detector is slower than the camera: frames it could not take were replaced, never queued.
     assert stream["frames_dropped"] > 0
     assert stream["frames_processed"] + stream["frames_dropped"] <= stream["frames_read"]
-    # At the end time, at most the frames in flight (onnxruntime: one running, one submitted
-    # behind it) and the one waiting in the source were read and neither processed nor dropped.
-    assert stream["frames_read"] - stream["frames_processed"] - stream["frames_dropped"] <= 3
+    # At the end time the job closes its results first (Job.end), so at most these were read and
+    # neither recorded nor dropped: the frames in flight (onnxruntime: one running, one submitted
+    # behind it; finished but no longer recorded), the one taken when the loop saw the end, and
+    # the one waiting in the source (4 seen on two loaded cores).
+    assert stream["frames_read"] - stream["frames_processed"] - stream["frames_dropped"] <= 4
     results = service.all_results("cam")
     assert len(results) == stream["frames_processed"] and any(r["detections"] for r in results)
     frames = [r["frame"] for r in results]
