@@ -77,7 +77,7 @@ from edge.convert.toolchains.base import (
     images_bar,
     timed,
 )
-from edge.runtime.attributes import AttributeClassifier, prepare_crop
+from edge.runtime.attributes import AttributeClassifier, answered_attributes, prepare_crop
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import Detections, Detector, Letterbox, input_size, letterbox
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
@@ -352,11 +352,11 @@ class _Conversion:
         classifier = AttributeClassifier(open_backend(fp32_path, "onnx", {"threads": THREADS}), entry)
         expected = classifier.logits([cv2.imread(str(p)) for p in held_out + labelled])
         n = len(held_out)
-        learnt = entry.get("training", {}).get("learnt")  # None: untrained, every head is held
+        held = answered_attributes(entry)
 
         def judge(outputs: Outputs) -> tuple[Any, list[str]]:
             found = _logits(outputs, entry)
-            figures = attribute_figures(_rows(expected, 0, n), _rows(found, 0, n), learnt)
+            figures = attribute_figures(_rows(expected, 0, n), _rows(found, 0, n), held)
             if opts.attr_test is not None:
                 figures = replace(figures, labelled=labelled_figures(
                     _rows(expected, n, None), _rows(found, n, None), opts.attr_test))

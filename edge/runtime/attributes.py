@@ -47,6 +47,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def answered_attributes(entry: dict[str, Any]) -> list[str]:
+    """Return the attributes a bundle's attribute model answers (and the gate holds it to).
+
+    A trained model's are those it learnt (its ``training.learnt``: the heads no training
+    crop taught answer noise); an untrained one answers every head, marked untrained.
+    """
+    return list(entry.get("training", {}).get("learnt", entry["schema"]))
+
+
 class AttributeClassifier:
     """The attribute model on any backend: crops in, label probabilities per attribute out.
 
@@ -64,8 +73,7 @@ class AttributeClassifier:
         self.backend = backend
         self.schema: dict[str, list[str]] = entry["schema"]
         self.trained = bool(entry.get("trained", False))
-        # The heads no training crop taught answer noise: a track's attribute stays unknown.
-        self.answered: list[str] = list(entry.get("training", {}).get("learnt", self.schema))
+        self.answered = answered_attributes(entry)  # the others stay unknown on every track
         self._preprocess = entry["preprocess"]
         self._input = entry["input"]
         shape = self._input["shape"]

@@ -52,8 +52,8 @@ class Channel(AttributeLink):
         self.answers += len(answers)
         return answers
 
-    def _deliver(self, track_id: int, attributes: CropAnswer) -> None:
-        self._answers.append((track_id, attributes))  # deque appends are thread-safe
+    def _deliver(self, track_id: int, answer: CropAnswer) -> None:
+        self._answers.append((track_id, answer))  # deque appends are thread-safe
 
     def stats(self) -> dict[str, int]:
         """Return this stream's ``requests``, ``answers`` and ``unanswered`` ones.
@@ -128,8 +128,8 @@ class AttributeHub:
             except Exception:  # a restart that failed must not end polling for good
                 logger.exception("polling the attribute process failed")
                 continue
-            for request_id, attributes in answers:
+            for request_id, answer in answers:
                 with self._lock:
                     channel = self._channels.get(request_id >> _TRACK_BITS)
                 if channel is not None:
-                    channel._deliver(request_id & ((1 << _TRACK_BITS) - 1), attributes)
+                    channel._deliver(request_id & ((1 << _TRACK_BITS) - 1), answer)
