@@ -143,6 +143,8 @@ clean:
 # CONVERT_ARGS passes more options to `edge convert` (see `edge convert --help`).
 # ATTR_CHECKPOINT: a trained attribute model (edge train's best.pt) instead of the untrained one;
 # ATTR_DATASET: a labelled dataset whose test split the gate also scores (INT8 against FP32 mA).
+# PRECISION (openvino only): the float precision the models are gated at and run at on the
+# device, f32 (the default), bf16 or f16 where this host's CPU has it.
 CONVERT_TARGETS := rk3588 rk3576 rk3568 rk3566 rk3562 cpu jetson-orin openvino
 TARGET ?= rk3588
 CALIBRATION ?= calibration/default
@@ -151,6 +153,7 @@ MODELS_DIR ?= models
 CONVERT_ARGS ?=
 ATTR_CHECKPOINT ?=
 ATTR_DATASET ?=
+PRECISION ?=
 
 # An unknown target stops make before anything is built.
 ifneq ($(filter convert,$(MAKECMDGOALS)),)
@@ -171,7 +174,8 @@ convert: $(WEIGHTS) $(if $(filter calibration/default,$(CALIBRATION)),calibratio
 	$(PY) -m edge.cli convert --target $(TARGET) --weights $(WEIGHTS) --calibration $(CALIBRATION) \
 		--bundle $(BUNDLE_NAME) --models-dir $(MODELS_DIR) \
 		$(if $(ATTR_CHECKPOINT),--attr-checkpoint $(ATTR_CHECKPOINT)) \
-		$(if $(ATTR_DATASET),--attr-dataset $(ATTR_DATASET)) $(CONVERT_ARGS)
+		$(if $(ATTR_DATASET),--attr-dataset $(ATTR_DATASET)) \
+		$(if $(PRECISION),--toolchain-option precision=$(PRECISION)) $(CONVERT_ARGS)
 
 .PHONY: calibration convert
 

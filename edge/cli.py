@@ -27,9 +27,10 @@ def _fastest_bundle() -> Path:
     """
     import importlib.util
 
+    from edge.runtime.device import cpu_flags
+
     built = [("models/default/openvino", "openvino"), ("models/default/cpu-int8", "onnxruntime")]
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    if "vnni" not in flags:
+    if not {"avx512_vnni", "avx_vnni"} & cpu_flags():
         built.reverse()
     for folder, library in built:
         if Path(folder, "manifest.json").is_file() and importlib.util.find_spec(library):
@@ -94,7 +95,8 @@ def _convert(args: argparse.Namespace) -> int:
         attr_test = labelled_crops(load_dataset(args.attr_dataset), "test")
     done = convert(ConvertOptions(
         target=args.target, weights=args.weights, calibration=args.calibration, bundle=args.bundle,
-        models_dir=args.models_dir, algorithm=args.algorithm, head=args.head, thresholds=thresholds,
+        models_dir=args.models_dir, algorithm=args.algorithm,
+        toolchain_options=dict(args.toolchain_option), head=args.head, thresholds=thresholds,
         fallback=not args.no_fallback, hybrid_cos_thresh=args.hybrid_cos_thresh,
         analysis=not args.no_analysis, attr_arch=args.attr_arch, attr_seed=args.attr_seed,
         attr_checkpoint=args.attr_checkpoint, attr_test=attr_test, progress=not args.quiet,
@@ -146,6 +148,11 @@ def _add_conversion_parsers(sub: argparse._SubParsersAction) -> None:
     by_toolchain = algorithms_by_toolchain().items()
     algorithms = "; ".join(f"{label}: {', '.join(names)}" for label, names in by_toolchain)
     convert.add_argument("--algorithm", default=None, help=f"{algorithms} (default: the first)")
+    convert.add_argument(
+        "--toolchain-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+        help="toolchain option over the target's, e.g. precision=bf16 for openvino: the precision "
+             "the models are gated at and run at on the device (default f32) (repeatable)",
+    )
     convert.add_argument("--head", default=HEADS[0], choices=HEADS,
                          help="detector head layout quantized (zoo ships; the others are for comparison)")
     convert.add_argument("--min-matched", type=float, default=gate.min_matched,
@@ -194,6 +201,8 @@ def _selftest(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     report = run_selftest(bundle, detector_options=dict(args.backend_option))
     checked = f"{report.checked_images} images, {report.checked_crops} crops"
+    if report.precisions:  # where the backend chooses the float precision, say which it ran at
+        checked += ", precision " + ", ".join(f"{task} {p}" for task, p in report.precisions.items())
     if report.ok:
         print(f"selftest passed: {bundle.path} ({bundle.target}), {checked}")
         if report.excused:  # this CPU's INT8 kernels round a few borderline cases otherwise

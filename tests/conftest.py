@@ -22,6 +22,13 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(ROOT / ".cache" / "ultralytics"))
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
+def pytest_report_header() -> str:
+    """Say which CPU the suite met: INT8 and float kernels, and so some numbers, differ by it."""
+    from edge.runtime.device import describe_cpu
+
+    return f"cpu: {describe_cpu()}"
+
+
 def _require(path: Path, make_target: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run `make {make_target}` first (make test does)")

@@ -77,11 +77,17 @@ def test_the_camera_shaped_detector_finds_what_ultralytics_finds(
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory, camera: Path, clip: Path) -> Path:
-    """``make convert TARGET=openvino`` on a small set made with the camera-shaped bundle."""
+def calibration(tmp_path_factory: pytest.TempPathFactory, camera: Path, clip: Path) -> Path:
+    """A small calibration set made with the camera-shaped bundle."""
     calibration = tmp_path_factory.mktemp("camera-set") / "calibration"
     assert main(["calibrate", str(clip), "--out", str(calibration), "--bundle", str(camera), "--frames", "12",
                  "--held-out", "4", "--crops", "16", "--held-out-crops", "6", "-q"]) == 0
+    return calibration
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory, calibration: Path) -> Path:
+    """``make convert TARGET=openvino`` on the small set."""
     models = tmp_path_factory.mktemp("openvino-models")
     proc = subprocess.run(
         ["make", "--no-print-directory", "convert", "TARGET=openvino", f"CALIBRATION={calibration}",
@@ -113,6 +119,10 @@ def test_make_convert_openvino_writes_a_gated_ir_bundle(converted: Path) -> None
     assert verification["detector"]["matched_share"] >= 0.98 and verification["detector"]["mean_iou"] >= 0.95
     assert verification["attributes"]["top1_mean"] >= 0.9
     assert bundle.manifest["tools"]["openvino"] and bundle.model("attributes")["format"] == "openvino"
+    # Gated at f32 unless asked otherwise, whatever this CPU would pick, and recorded for the device.
+    assert detector["precision"] == bundle.model("attributes")["precision"] == "f32"
+    assert "Gated at f32 inference precision" in (converted / "report.md").read_text()
+    assert json.loads((converted / "report.json").read_text())["precision"] == "f32"
 
 
 @pytest.mark.slow
@@ -122,8 +132,48 @@ def test_the_openvino_bundle_passes_its_selftest_and_runs(
     result = run_selftest(load_bundle(converted))
     assert result.ok, result.problems
     assert result.checked_images == 2 and result.checked_crops > 0
+    assert result.precisions == {"detector": "f32", "attributes": "f32"}
     assert main(["run", str(clip), "--bundle", str(converted), "--out", str(tmp_path), "--max-frames", "6",
                  "--no-video", "-q"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(6))
     assert all(len(line["detections"]) >= 3 for line in lines)
+
+
+def test_a_precision_is_refused_before_any_work_where_it_cannot_be_gated(
+    calibration: Path, weights: Path, tmp_path: Path, capsys
+) -> None:
+    import openvino as ov
+
+    listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    common = ["convert", "--weights", str(weights), "--calibration", str(calibration),
+              "--models-dir", str(tmp_path), "-q"]
+    assert main([*common, "--target", "rk3588", "--toolchain-option", "precision=bf16"]) == 2
+    assert "toolchain rknn has no option precision" in capsys.readouterr().err
+    assert main([*common, "--target", "openvino", "--toolchain-option", "precision=fp8"]) == 2
+    assert "precision" in capsys.readouterr().err
+    missing = next((p for p, c in (("f16", "FP16"), ("bf16", "BF16")) if c not in listed), None)
+    if missing is not None:
+        assert main([*common, "--target", "openvino", "--toolchain-option", f"precision={missing}"]) == 2
+        assert f"the gate cannot run the models here: precision {missing}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.slow
+def test_a_bf16_conversion_is_gated_and_run_at_bf16(calibration: Path, weights: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from edge.convert.build import ConvertOptions, convert
+
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no native bf16: OpenVINO lists no BF16")
+    done = convert(ConvertOptions(
+        target="openvino", weights=weights, calibration=calibration, models_dir=tmp_path, bundle="bf16",
+        tasks=("detector",), toolchain_options={"precision": "bf16"}, fallback=False, progress=False,
+    ))
+    assert done.report["precision"] == "bf16" and done.report["passed"]
+    bundle = load_bundle(done.path)
+    assert bundle.model("detector")["precision"] == "bf16"
+    with load_detector(bundle).backend as backend:
+        assert backend.precision == "bf16", "the device runs what the gate measured"
+    assert run_selftest(bundle).precisions == {"detector": "bf16"}

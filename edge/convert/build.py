@@ -113,6 +113,9 @@ class ConvertOptions:
         Where bundles go.
     algorithm : str or None
         The quantization algorithm; the target's default when None.
+    toolchain_options : dict
+        Options of the target's toolchain over the target's own (OpenVINO:
+        ``precision``); one it does not take is refused.
     head : str
         The detector head layout quantized (:data:`edge.convert.heads.HEADS`); only
         ``zoo`` is meant to ship, the others are there to compare (``stock`` fails).
@@ -144,6 +147,7 @@ class ConvertOptions:
     bundle: str = "default"
     models_dir: Path = Path("models")
     algorithm: str | None = None
+    toolchain_options: dict[str, Any] = field(default_factory=dict)
     head: str = "zoo"
     thresholds: Thresholds = field(default_factory=Thresholds)
     fallback: bool = True
@@ -236,7 +240,7 @@ class _Conversion:
         if not Path(options.weights).is_file():
             raise FileNotFoundError(f"{options.weights}: no such weights file (run `make models`)")
         self.calibration: CalibrationSet = load_calibration_set(options.calibration)
-        self.toolchain = self.target.open_toolchain(request)
+        self.toolchain = self.target.open_toolchain(request, options.toolchain_options)
         self.toolchain.check()
         self.out = options.models_dir / options.bundle / self.target.folder
         self.failed = self.out.with_name(f"{self.out.name}.failed")
@@ -478,6 +482,7 @@ class _Conversion:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "weights": {"file": Path(opts.weights).name, "sha256": sha256_file(opts.weights)},
             "head": opts.head,
+            "precision": self.toolchain.precision,
             "calibration": self.calibration.describe(),
             "thresholds": {**asdict(opts.thresholds), "conf_th": opts.conf_th},
             "tools": self.tools,

@@ -3,8 +3,8 @@
 :func:`write_report` takes the report as one JSON-ready dict, built by
 :mod:`edge.convert.build`::
 
-    {"bundle", "target", "platform", "passed", "created", "weights", "calibration",
-     "thresholds", "tools", "timings_s",
+    {"bundle", "target", "platform", "passed", "created", "weights", "head", "precision",
+     "calibration", "thresholds", "tools", "timings_s",
      "models": {"detector": {"chosen": "int8" | "hybrid" | null,
                              "attempts": [{"mode", "passed", "failures", "figures",
                                            "quantization", "worst_layers", "timings_s"}]},
@@ -12,8 +12,9 @@
 
 and writes ``report.json``, ``report.md`` and ``report.png`` (per held-out image, the
 mean IoU of the matched boxes and their mean score drift, for each detector attempt).
-``timings_s`` holds seconds per model (export, quantization, gate) and ``total`` up to
-the verdict (the bundle is written after).
+``precision`` is the float precision the models were gated at where the toolchain
+chooses one (OpenVINO), else null. ``timings_s`` holds seconds per model (export,
+quantization, gate) and ``total`` up to the verdict (the bundle is written after).
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ def summary(report: dict[str, Any]) -> list[str]:
             if f.get("labelled"):
                 figures += _labelled_summary(f["labelled"])
         lines.append(f"{task} ({attempt['mode']}): {figures}: {_verdict(attempt)}")
+    if report.get("precision"):
+        lines.append(_precision_line(report["precision"]))
     return lines
+
+
+def _precision_line(precision: str) -> str:
+    return (f"Gated at {precision} inference precision: the manifest records it, and the device "
+            f"runs the models at it.")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -65,6 +73,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"`{report['calibration']['name']}` (sha256 `{report['calibration']['sha256'][:12]}`).",
         "",
     ]
+    if report.get("precision"):
+        lines += [_precision_line(report["precision"]), ""]
     models = report["models"]
     if "detector" in models:
         lines += _detector_section(models["detector"], report["thresholds"])

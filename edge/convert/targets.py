@@ -69,9 +69,15 @@ class Target:
             )
         return name
 
-    def open_toolchain(self, request: Request) -> Toolchain:
-        """Return this target's toolchain, with its options, for one conversion."""
-        return open_toolchain(self.toolchain, self.options, request)
+    def open_toolchain(self, request: Request, options: dict[str, Any] | None = None) -> Toolchain:
+        """Return this target's toolchain for one conversion, ``options`` over the target's own.
+
+        Raises
+        ------
+        ValueError
+            For an option the toolchain does not take, or a bad value.
+        """
+        return open_toolchain(self.toolchain, {**self.options, **(options or {})}, request)
 
 
 def _rockchip(soc: str, npu_cores: int) -> Target:

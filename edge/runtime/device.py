@@ -8,6 +8,8 @@ file (an x86 host has no NPU) gives ``None`` or an empty mapping, never an error
 - temperatures from ``/sys/class/thermal/thermal_zone*/{type,temp}`` (millidegrees);
 - the Rockchip NPU load from ``/sys/kernel/debug/rknpu/load`` (debugfs: readable by
   root only), one percentage per core;
+- the CPU's model and the instruction sets that change numbers or speed (VNNI for INT8,
+  BF16 and AMX for bfloat16) from ``/proc/cpuinfo``;
 - the Jetson GPU load from ``/sys/devices/.../gpu.0/load`` or the Orin's
   ``17000000.gpu/load`` (per mille). Written from the L4T documentation; not read on a
   Jetson yet.
@@ -44,6 +46,13 @@ PACKAGES = (
 )
 """The distributions whose versions the status reports (those installed)."""
 
+CPUINFO = Path("/proc/cpuinfo")
+CPU_FEATURES = (
+    "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_bf16", "amx_int8", "amx_fp16",
+)
+"""The CPU flags that change which kernels INT8 and float models run on (x86; as Linux names them)."""
+
 _SOC = re.compile(r"^(?:rockchip,(r[kv]\d{4})|nvidia,(tegra\d+))$")
 _NPU_CORE_LOAD = re.compile(r"Core(\d+):\s*(\d+(?:\.\d+)?)%")
 _NPU_SINGLE_LOAD = re.compile(r"(\d+(?:\.\d+)?)%")
@@ -54,6 +63,33 @@ def _read_text(path: Path) -> str | None:
         return path.read_text(errors="replace")
     except OSError:  # absent, or not readable by this user (debugfs)
         return None
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
+    """Return the CPU's model name (x86's ``model name``; ARM's ``Model`` or ``CPU part``)."""
+    for line in (_read_text(cpuinfo) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware"):
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """Return the CPU's flags (x86 ``flags``, ARM ``Features``), empty where none are listed."""
+    for line in (_read_text(cpuinfo) or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def describe_cpu(cpuinfo: Path = CPUINFO) -> str:
+    """Return one line: the CPU's model and which of :data:`CPU_FEATURES` it has and lacks."""
+    flags = cpu_flags(cpuinfo)
+    has = [f for f in CPU_FEATURES if f in flags]
+    lacks = [f for f in CPU_FEATURES if f not in flags]
+    return (f"{cpu_model(cpuinfo) or 'unknown CPU'}, {os.cpu_count()} cores; "
+            f"has {' '.join(has) or 'none of them'}; lacks {' '.join(lacks) or 'none'}")
 
 
 def soc(device_tree: Path = DEVICE_TREE) -> str | None:

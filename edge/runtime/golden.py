@@ -126,6 +126,8 @@ class GoldenReport:
 
     ``near_threshold_boxes`` and ``near_tied_top1`` hold the lines of the boxes near the
     threshold and the near-tied top-1s that were let through (see the module's docstring).
+    ``precisions`` holds, per task, the float precision its model ran at where the backend
+    chooses one (OpenVINO).
     """
 
     checked_images: int = 0
@@ -133,6 +135,7 @@ class GoldenReport:
     problems: list[str] = field(default_factory=list)
     near_threshold_boxes: list[str] = field(default_factory=list)
     near_tied_top1: list[str] = field(default_factory=list)
+    precisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def excused(self) -> list[str]:
@@ -286,7 +289,11 @@ def run_selftest(
     try:
         if golden.get("attributes") and "attributes" in bundle.manifest["models"]:
             classifier = load_classifier(bundle, attribute_options)
-        return check_golden(bundle.path, golden, detector, classifier)
+        report = check_golden(bundle.path, golden, detector, classifier)
+        ran = {"detector": detector, "attributes": classifier}
+        report.precisions = {task: model.backend.precision for task, model in ran.items()
+                             if model is not None and model.backend.precision is not None}
+        return report
     finally:
         if classifier is not None:
             classifier.backend.close()

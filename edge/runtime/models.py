@@ -25,13 +25,26 @@ def backend_name(entry: Mapping[str, Any]) -> str:
     return str(entry.get("backend") or entry["format"])
 
 
+def backend_options(entry: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return ``options`` over what the manifest entry asks of its backend.
+
+    A backend that takes a ``precision`` runs at the entry's ``precision``, the one the
+    bundle's gate measured, unless ``options`` name another.
+    """
+    merged = dict(options or {})
+    if "precision" in backend_class(backend_name(entry)).Options.model_fields and entry.get("precision"):
+        merged.setdefault("precision", entry["precision"])
+    return merged
+
+
 def model_options(
     bundle: Bundle, task: str, threads: int | None = None, options: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Return the backend options of a task's model, checked.
 
     ``threads`` where its backend takes a thread count (CPU thread counts are runtime
-    settings; an NPU has none), then ``options`` over it.
+    settings; an NPU has none), then ``options`` over it, then what the manifest asks
+    (:func:`backend_options`) where ``options`` is silent.
 
     Raises
     ------
@@ -42,8 +55,20 @@ def model_options(
     takes_threads = "threads" in backend_class(backend).Options.model_fields
     merged = {"threads": threads} if threads is not None and takes_threads else {}
     merged.update(options or {})
+    merged = backend_options(bundle.model(task), merged)
     check_options(backend, merged)
     return merged
+
+
+def model_precision(bundle: Bundle, task: str, options: Mapping[str, Any] | None = None) -> str | None:
+    """Return the float precision a task's model runs at with ``options``.
+
+    See :attr:`edge.runtime.backends.base.Backend.precision`; None where its backend
+    takes none.
+    """
+    entry = bundle.model(task)
+    typed = check_options(backend_name(entry), backend_options(entry, options))
+    return getattr(typed, "precision", None)
 
 
 def load_detector(bundle: Bundle, options: Mapping[str, Any] | None = None) -> Detector:
@@ -82,7 +107,7 @@ def open_model(bundle: Bundle, task: str, options: Mapping[str, Any] | None = No
         When the file's input name or fixed shape differs from the manifest's.
     """
     entry = bundle.model(task)
-    backend = open_backend(bundle.model_path(task), backend_name(entry), options)
+    backend = open_backend(bundle.model_path(task), backend_name(entry), backend_options(entry, options))
     if not backend.inputs:
         _describe_from_manifest(backend, entry)
     actual, expected = backend.inputs[0], entry["input"]

@@ -16,14 +16,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.bundle import Bundle, load_bundle
 from edge.runtime.detector import Detector
 from edge.runtime.golden import GoldenReport, run_selftest
-from edge.runtime.models import load_detector, model_options, start_attribute_worker
+from edge.runtime.models import load_detector, model_options, model_precision, start_attribute_worker
 from edge.service.attribute_hub import AttributeHub
 from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
 
@@ -105,6 +105,9 @@ class ModelSet:
         The self-test's outcome; None when it was skipped.
     loaded_at : float
         Unix time of loading.
+    precisions : dict
+        Task -> the float precision its model runs at where the backend chooses one
+        (OpenVINO), else None.
     """
 
     bundle: Bundle
@@ -112,6 +115,7 @@ class ModelSet:
     hub: AttributeHub | None
     selftest: GoldenReport | None
     loaded_at: float
+    precisions: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -149,7 +153,10 @@ def load_models(bundle_dir: Path, settings: ServiceSettings, *, selftest: bool =
     except BaseException:
         detector.backend.close()
         raise
-    return ModelSet(bundle, detector, hub, report, time.time())
+    precisions = {"detector": detector.backend.precision}
+    if attribute_options is not None:
+        precisions["attributes"] = model_precision(bundle, "attributes", attribute_options)
+    return ModelSet(bundle, detector, hub, report, time.time(), precisions)
 
 
 def _attribute_options(bundle: Bundle, settings: ServiceSettings) -> dict[str, Any] | None:

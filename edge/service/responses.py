@@ -231,6 +231,10 @@ class ModelEntry(_Closed):
     format: str
     backend: str
     dtype: str | None
+    precision: str | None = Field(
+        description="the float precision its backend computes at (OpenVINO: f32, bf16, f16); "
+        "null where the model file's types decide"
+    )
     sha256: str = Field(description="its first 12 hex digits")
 
 

@@ -82,7 +82,8 @@ def bundle_summary(models: ModelSet) -> dict[str, Any]:
         "models": {
             task: {
                 "file": e["file"], "format": e["format"], "backend": backend_name(e),
-                "dtype": e.get("quantization", {}).get("dtype"), "sha256": e["sha256"][:12],
+                "dtype": e.get("quantization", {}).get("dtype"), "precision": models.precisions.get(task),
+                "sha256": e["sha256"][:12],
             }
             for task, e in entries.items()
         },

@@ -202,6 +202,14 @@ class Toolchain(ABC):
             When a build step fails.
         """
 
+    @property
+    def precision(self) -> str | None:
+        """The float precision its models are gated at and run at on the device.
+
+        None where the model file's types decide; OpenVINO chooses one.
+        """
+        return None
+
     def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Return the manifest entry of a chosen INT8 model, rewritten for how it is fed.
 

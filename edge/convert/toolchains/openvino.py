@@ -27,6 +27,11 @@ mixed, the whole head (the hybrid)              157, 0.974
 mixed, the head and every Sigmoid (Ultralytics) 157, 0.974
 ==============================================  ============
 
+The INT8 IR's float parts (those ends, and every operation NNCF leaves unquantized) run
+at the toolchain's ``precision``: ``f32`` unless asked otherwise, as OpenVINO would run
+them at bf16 on a CPU that has it. The gate measures the model at that precision, the
+report says which, and the manifest records it, so a device runs what was measured.
+
 NNCF's ONNX backend on the same ONNX and float layers gave a model that OpenVINO runs
 with 2 of 157 boxes matched, so the toolchain quantizes OpenVINO's own model. The
 quantizers are imported where used: the command line lists the toolchains on machines
@@ -52,7 +57,9 @@ from edge.convert.toolchains.base import (
     register,
     timed,
 )
-from edge.runtime.backends.base import open_backend
+from edge.registry import PluginOptions
+from edge.runtime.backends.base import BackendError, check_options, open_backend
+from edge.runtime.backends.openvino import Precision
 
 WEIGHT_OPS = ("Convolution", "GroupConvolution", "MatMul")
 """OpenVINO's operations that hold weights."""
@@ -84,10 +91,24 @@ def float_layers(model: Any, depth: int) -> list[str]:  # noqa: ANN401 - an open
     return sorted(names)
 
 
+class OpenVinoToolchainOptions(PluginOptions):
+    """Settings of the OpenVINO toolchain.
+
+    Attributes
+    ----------
+    precision : str
+        The float precision the models are gated at and will run at on the device
+        (``f32``, ``bf16``, ``f16``): this host's CPU must run it.
+    """
+
+    precision: Precision = "f32"
+
+
 @register("openvino")
 class OpenVinoToolchain(Toolchain):
     """Quantize with NNCF into OpenVINO IR and run it with OpenVINO."""
 
+    Options = OpenVinoToolchainOptions
     label = "OpenVINO"
     format = "openvino"
     algorithms = ("mixed", "performance")
@@ -102,6 +123,23 @@ class OpenVinoToolchain(Toolchain):
             raise ConversionError(
                 f"the OpenVINO toolchain needs nncf and openvino (pip install -e '.[host,openvino]'): {e}"
             ) from None
+        try:
+            check_options("openvino", self._backend_options)
+        except BackendError as e:
+            raise ConversionError(f"the gate cannot run the models here: {e}") from None
+
+    @property
+    def precision(self) -> str:
+        """The precision asked for; see :attr:`Toolchain.precision`."""
+        return self.options.precision
+
+    @property
+    def _backend_options(self) -> dict[str, Any]:
+        return {"precision": self.precision}
+
+    def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Record the precision the gate measured, which the device then runs at."""
+        return {**entry, "precision": self.precision}
 
     def runs_here(self) -> bool:
         """OpenVINO runs on this host's CPU; see :meth:`Toolchain.runs_here`."""
@@ -127,7 +165,7 @@ class OpenVinoToolchain(Toolchain):
                 ignored_scope=nncf.IgnoredScope(names=floats, validate=False),
             )
             ov.save_model(int8, out, compress_to_fp16=False)
-        with timed(timings, "eval"), open_backend(out, "openvino") as backend:
+        with timed(timings, "eval"), open_backend(out, "openvino", self._backend_options) as backend:
             images = images_bar(model.evaluated, f"{model.task} {mode}", self.request.progress)
             futures = [backend.submit([load(p)]) for p in images]
             outputs = [future.result() for future in futures]

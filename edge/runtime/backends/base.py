@@ -59,6 +59,20 @@ class Backend(ABC):
     """How many runs the backend can make progress on at once (an NPU pool: its cores).
     A caller that keeps this many :meth:`submit` calls in flight keeps it busy."""
 
+    precision: str | None = None
+    """The float precision the accelerator computes at where the backend chooses one
+    (OpenVINO: ``f32``, ``bf16``, ``f16``); None where the model file's own types decide."""
+
+    @classmethod  # noqa: B027 - most backends have nothing to check
+    def check_device(cls, options: BackendOptions) -> None:
+        """Refuse options this machine's accelerator cannot honour, before a model is opened.
+
+        Raises
+        ------
+        BackendError
+            Naming the option and what the accelerator offers instead.
+        """
+
     @abstractmethod
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run the model on its inputs, in the order of ``self.inputs``.
@@ -126,10 +140,13 @@ def check_options(model_format: str, options: Mapping[str, Any] | None) -> Backe
     Raises
     ------
     BackendError
-        For an unknown backend, an option it does not take or a bad value, named.
+        For an unknown backend, an option it does not take or a bad value, or one this
+        machine's accelerator cannot honour, named.
     """
     cls = backend_class(model_format)
-    return _BACKENDS.options(cls, options, cls.__name__)
+    typed = _BACKENDS.options(cls, options, cls.__name__)
+    cls.check_device(typed)
+    return typed
 
 
 def open_backend(
