@@ -14,6 +14,11 @@ the in-flight gain over serial, and the ratios end-to-end / bare (targets on 2 c
 (tests/standins) whose three cores answer with the bundle's ONNX after a simulated
 latency, to show three frames in flight on an RK3588's pool.
 
+For a bundle whose backend chooses a float precision (OpenVINO), the bare backend is then
+measured again at every precision the device offers (``--precisions``), with the largest
+box shift from the bundle's own precision on the same frames: what bf16 buys in speed,
+and what it costs in boxes.
+
     .venv/bin/python bench/runtime.py --bundle models/default/openvino
     .venv/bin/python bench/runtime.py --bundle models/default/cpu --rknn-standin 0.1
 """
@@ -93,6 +98,35 @@ def loop_fps(
     return loop.frames / seconds, stats
 
 
+def precision_figures(
+    bundle, options: dict, source_uri: str, frames: int, precisions: list[str]
+) -> list[tuple[str, float, float]]:
+    """Bare fps and the largest box shift (px) from the first precision's boxes, per precision."""
+    from edge.runtime.golden import box_iou
+
+    with open_source(source_uri) as source:
+        images = [f.image for f, _ in zip(source, range(20), strict=False)]
+    rows, reference = [], None
+    for precision in precisions:
+        detector = load_detector(bundle, {**options, "precision": precision})
+        fps = bare_fps(detector, source_uri, frames)
+        boxes = [detector(image).boxes for image in images]
+        detector.backend.close()
+        reference = reference or boxes
+        shifts = [np.abs(r - b[box_iou(r, b).argmax(axis=1)]).max()
+                  for r, b in zip(reference, boxes, strict=True) if len(r) and len(b)]
+        rows.append((precision, fps, float(max(shifts, default=0.0))))
+    return rows
+
+
+def offered_precisions() -> list[str]:
+    """The precisions OpenVINO's CPU runs here, f32 first."""
+    import openvino as ov
+
+    listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return [p for p, c in (("f32", "FP32"), ("bf16", "BF16"), ("f16", "FP16")) if c in listed]
+
+
 def standin_bundle(bundle_dir: Path, folder: Path, latency_s: float, source_uri: str) -> Path:
     """An rk3588 bundle on the RKNNLite stand-in: each core answers after ``latency_s``.
 
@@ -134,6 +168,8 @@ def main() -> None:
                         help="more detector backend options (integers as such)")
     parser.add_argument("--rknn-standin", type=float, default=None, metavar="SECONDS",
                         help="run on the RKNNLite stand-in with this simulated latency per frame")
+    parser.add_argument("--precisions", default=None, metavar="P,P",
+                        help="OpenVINO bundles: the precisions compared (default: every one the CPU offers)")
     args = parser.parse_args()
     options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in args.backend_option)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +194,11 @@ def main() -> None:
                                       args.source, args.frames)
                              if "attributes" in bundle.manifest["models"] else (float("nan"), {}))
         backend.close()
+        by_precision = []
+        if backend.precision is not None:
+            asked = args.precisions.split(",") if args.precisions else offered_precisions()
+            precisions = [backend.precision] + [p for p in asked if p != backend.precision]
+            by_precision = precision_figures(bundle, options, args.source, args.frames, precisions)
     print(f"bare backend, in flight           {bare:6.2f} fps")
     print(f"end to end, serial, attrs off     {serial:6.2f} fps  ratio {serial / bare:.3f}")
     print(f"end to end, in flight, attrs off  {flight:6.2f} fps  ratio {flight / bare:.3f} (target >= 0.93), "
@@ -167,6 +208,9 @@ def main() -> None:
     if stats:
         print(f"attributes: {stats['requests']} requests, {stats['answers']} answers, "
               f"{stats['drops']} dropped")
+    for precision, fps, shift in by_precision:
+        print(f"bare backend at {precision:4}         {fps:6.2f} fps  ratio {fps / by_precision[0][1]:.3f}, "
+              f"largest box shift from {by_precision[0][0]} {shift:.3f} px (20 frames)")
     if args.rknn_standin is not None:
         from rknnlite.api import RKNNLite
 

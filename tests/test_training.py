@@ -26,7 +26,7 @@ from edge.convert.attribute_metrics import IGNORE, scores
 from edge.convert.attribute_net import AttributeNet, load_backbone, read_checkpoint
 from edge.runtime.attributes import prepare_crop
 from edge.runtime.detector import to_tensor
-from edge.runtime.golden import box_iou
+from edge.runtime.golden import DEFAULT_TOLERANCE, box_iou
 from edge.training.dataset import load_dataset, parse_box, write_dataset
 from edge.training.loss import HeadsLoss, class_weights
 from edge.training.samples import fingerprint
@@ -232,6 +232,8 @@ def test_the_loss_ignores_unknown_labels_and_weighs_rare_ones() -> None:
 
 # -- the trained model into bundles, quantized and gated, and through edge run -----------------
 
+MA_DROP_OF_ONE_CROP = 0.045
+"""The labelled mA drop the conversions may show here: one near-tied crop of 24 flipped, not two."""
 SEGMENT, GAP = 12, 32
 """Frames showing one recoloured person, then frames of nobody: longer than the tracker's max age."""
 
@@ -257,7 +259,11 @@ def shipped(trained: Path, dataset: Path, tmp_path_factory, weights: Path, clip:
     # The 5-epoch model is near-tied on the held-out crops' top_color (logit cosine 0.9999 and
     # yet 2 of 6 answers flipped on rk3588): top-1 over 6 crops says little here, the labelled
     # mA drop (held to 0.02 below) says what INT8 costs.
-    attribute_gate = "--min-attr-top1 0.5"
+    # The labelled test split has 24 crops: one crop whose FP32 answer is near-tied flipping
+    # with the CPU's INT8 kernels moves the mA by 0.021 or more (0.000 on the CI machine of
+    # the last landing; 0.021 on an AMD EPYC with AVX512_BF16, top_color 0.958 -> 0.917 on
+    # rk3588): the bar lets one such crop through, not two.
+    attribute_gate = f"--min-attr-top1 0.5 --max-attr-ma-drop {MA_DROP_OF_ONE_CROP}"
     targets = {"cpu": "cpu-int8"}
     if (ROOT / ".venv-rknn/bin/python").exists():
         targets["rk3588"] = "rk3588"
@@ -298,7 +304,7 @@ def test_bundles_carry_the_trained_model_its_dataset_and_the_int8_ma(shipped, da
         assert labelled["split"] == "test"
         assert labelled["crops"] == source["crops"]["test"]
         assert set(labelled["per_attribute"]) == {"top_color", "bottom_color"}
-        assert labelled["fp32_mA"] >= TOP_COLOR_BAR - 0.1 and labelled["mA_drop"] <= 0.02, labelled
+        assert labelled["fp32_mA"] >= TOP_COLOR_BAR - 0.1 and labelled["mA_drop"] <= MA_DROP_OF_ONE_CROP, labelled
 
 
 def paste_video(dataset: Path, split: str, video: Path, out: Path, segment: int = SEGMENT, gap: int = GAP,
@@ -328,39 +334,74 @@ def paste_video(dataset: Path, split: str, video: Path, out: Path, segment: int 
     return truth
 
 
-def top_colors(jsonl: Path, truth: list[tuple[list[float], str]]) -> list[str | None]:
-    """The top colour each pasted person has at the end of its segment (None: not detected there)."""
+def last_detections(jsonl: Path, truth: list[tuple[list[float], str]]) -> list[dict | None]:
+    """Each pasted person's detection at the end of its segment (None: not detected there)."""
     frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
     out = []
     for k, (box, _) in enumerate(truth):
-        last = frames[k * (SEGMENT + GAP) + SEGMENT - 1]["detections"]
+        last = frames[last_frame(k)]["detections"]
         ious = [float(box_iou(np.array([box], float), np.array([d["box"]]))[0, 0]) for d in last]
-        found = ious and max(ious) >= 0.5
-        out.append(last[int(np.argmax(ious))]["attributes"]["top_color"] if found else None)
+        out.append(last[int(np.argmax(ious))] if ious and max(ious) >= 0.5 else None)
     return out
+
+
+def last_frame(k: int) -> int:
+    """The last frame that shows the ``k``-th pasted person."""
+    return k * (SEGMENT + GAP) + SEGMENT - 1
+
+
+def fp32_margin(bundle: Path, video: Path, k: int, box: list[float], labels: tuple[str, str]) -> float:
+    """How far the FP32 model's top_color logit for ``labels[0]`` lies above ``labels[1]``'s.
+
+    On the crop the runtime cut at ``box`` in the last frame of person ``k``: each segment
+    repeats one frame, so its detections, and the crops its track was answered on, are
+    that crop.
+    """
+    from edge.bundle import load_bundle
+    from edge.runtime.models import load_classifier
+    from edge.runtime.pipeline import crop
+
+    (frame,) = read_frames(video, [last_frame(k)])
+    classifier = load_classifier(load_bundle(bundle))
+    logits = classifier.logits([crop(frame, np.array(box))])["top_color"][0]
+    classifier.backend.close()
+    colours = schema.ATTRIBUTES["top_color"]
+    return float(logits[colours.index(labels[0])] - logits[colours.index(labels[1])])
 
 
 @pytest.mark.slow
 def test_the_cpu_int8_bundle_answers_top_color_as_fp32_through_edge_run(shipped, dataset: Path,
                                                                          tmp_path: Path, capsys):
-    truth = paste_video(dataset, "test", dataset.parent / TEST_SOURCE, tmp_path / "recoloured.avi", count=6)
-    answers = {}
+    video = tmp_path / "recoloured.avi"
+    truth = paste_video(dataset, "test", dataset.parent / TEST_SOURCE, video, count=6)
+    found = {}
     for name in ("fp32", "cpu"):
-        rc, _, err = edge(capsys, "run", tmp_path / "recoloured.avi", "--bundle", shipped[name],
+        rc, _, err = edge(capsys, "run", video, "--bundle", shipped[name],
                           "--out", tmp_path / name, "--no-video", "-q", "--min-live-seconds", "0",
                           "--attr-min-confidence", "0")
         assert rc == 0, err
-        answers[name] = top_colors(tmp_path / name / "detections.jsonl", truth)
+        found[name] = last_detections(tmp_path / name / "detections.jsonl", truth)
         # What no training crop taught is not answered: unknown, without a score, on every box.
         boxes = [d for line in (tmp_path / name / "detections.jsonl").read_text().splitlines()
                  for d in json.loads(line)["detections"]]
         assert boxes and all((d["attributes"]["gender"], d["attribute_scores"]["gender"]) == ("unknown", None)
                              for d in boxes), boxes[:3]
-    both = [k for k, (f, i) in enumerate(zip(answers["fp32"], answers["cpu"], strict=True)) if f and i]
+    # Persons both runs found and answered by the end of their segment (the attribute
+    # process answers in the background: the first person may pass before it has loaded).
+    answers = {k: (f["attributes"]["top_color"], i["attributes"]["top_color"])
+               for k, (f, i) in enumerate(zip(found["fp32"], found["cpu"], strict=True)) if f and i}
+    both = [k for k, pair in answers.items() if schema.UNKNOWN not in pair]
     assert len(both) >= 4, answers
-    assert all(answers["fp32"][k] == answers["cpu"][k] for k in both), answers
+    answers = {k: answers[k] for k in both}
+    # INT8 answers as FP32 but where the FP32 model itself nearly ties between the two answers
+    # (the self-test's rule: INT8 kernels round otherwise on another instruction set; on an
+    # AVX-512 BF16 EPYC one person read yellow where FP32 said green). Excused ones are counted.
+    margin = DEFAULT_TOLERANCE["top1_margin"]
+    swapped = {k: fp32_margin(shipped["fp32"], video, k, found["fp32"][k]["box"], pair)
+               for k, pair in answers.items() if pair[0] != pair[1]}
+    assert all(gap < margin for gap in swapped.values()), (answers, swapped)
     # The runtime's crop is the detector's box around the pasted person, not the collected one.
-    right = sum(answers["fp32"][k] == truth[k][1] for k in both)
+    right = sum(fp32 == truth[k][1] for k, (fp32, _) in answers.items())
     assert right >= len(both) / 2, (answers, [t for _, t in truth])
 
 
