@@ -164,12 +164,16 @@ def test_a_bf16_conversion_is_gated_and_run_at_bf16(calibration: Path, weights: 
     import openvino as ov
 
     from edge.convert.build import ConvertOptions, convert
+    from edge.convert.gate import Thresholds
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no native bf16: OpenVINO lists no BF16")
+    # What is under test is where the precision goes, not how well bf16 does: its float layers
+    # move boxes by whole pixels (up to 21.5 px on an FP32 detector), so a looser bar.
     done = convert(ConvertOptions(
         target="openvino", weights=weights, calibration=calibration, models_dir=tmp_path, bundle="bf16",
         tasks=("detector",), toolchain_options={"precision": "bf16"}, fallback=False, progress=False,
+        thresholds=Thresholds(min_matched=0.9, min_mean_iou=0.9),
     ))
     assert done.report["precision"] == "bf16" and done.report["passed"]
     bundle = load_bundle(done.path)
