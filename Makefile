@@ -34,7 +34,7 @@ help:
 $(VENV)/.done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q $(TORCH_PINS) -e '.[host,service,dev,openvino]'
+	$(PY) -m pip install -q $(TORCH_PINS) -e '.[host,service,dev,openvino,boxmot]'
 	touch $@
 
 venv: $(VENV)/.done
@@ -224,34 +224,27 @@ WHEELHOUSE := $(DIST)/wheelhouse-$(DIST_TARGET)
 # WHEEL_PYTHON is the devices' exact Python (Requires-Python differs between micro versions):
 # Debian 12 has 3.11.2, Ubuntu 22.04 (JetPack 6) 3.10.12. WHEEL_GLIBC: the oldest devices' glibc.
 WHEEL_GLIBC ?= 2.31
-# boxmot needs torch and torchvision, a CPU build (the trackers run on the CPU). On aarch64
-# they come from PyPI alone: torch 2.10.0 is the last release whose aarch64 wheels need no
-# CUDA libraries (from 2.11 on torch's Linux wheels require nvidia-*-cu13 on every
-# architecture, ~3 GB), torchvision 0.25.0 its pair. PyTorch's own CPU index is the other
-# route: WHEEL_INDEX=https://download.pytorch.org/whl/cpu WHEEL_PINS='torch==<v>+cpu ...'.
-# Jetson: the same CPU torch for the trackers; TensorRT (and JetPack's CUDA torch, if wanted
-# instead) come from the board (deploy/ansible/README.md, "The wheelhouse of a board").
-AARCH64_TORCH_PINS := torch==2.10.0 torchvision==0.25.0
+# Nothing of torch travels: the device's trackers are numpy (Roboflow's trackers). WHEEL_PINS
+# pins what a fleet wants pinned, WHEEL_EXTRAS adds packages (BoxMOT's trackers: 'silhouette-edge[boxmot]'
+# brings torch; on aarch64 torch 2.10.0 is the last PyPI release whose wheels need no CUDA
+# libraries). Jetson: TensorRT comes from the board (deploy/ansible/README.md, "The wheelhouse of a board").
+WHEEL_PINS ?=
 ifneq ($(filter rk%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.11.2
 WHEEL_EXTRAS ?= rknn-toolkit-lite2==2.5.0
-WHEEL_PINS ?= $(AARCH64_TORCH_PINS)
 else ifneq ($(filter jetson%,$(DIST_TARGET)),)
 WHEEL_ARCH ?= aarch64
 WHEEL_PYTHON ?= 3.10.12
-WHEEL_PINS ?= $(AARCH64_TORCH_PINS)
 else ifeq ($(DIST_TARGET),openvino)
 # Intel devices run the openvino bundle: OpenVINO's runtime (the package's openvino extra),
 # the release the host converts with, so the device reads the IR its gate measured.
 WHEEL_ARCH ?= x86_64
 WHEEL_PYTHON ?= 3.11.2
 WHEEL_EXTRAS ?= openvino==2026.4.1
-WHEEL_PINS ?= torch==2.13.0+cpu
 else
 WHEEL_ARCH ?= $(shell uname -m)
 WHEEL_PYTHON ?= 3.11.2
-WHEEL_PINS ?= torch==2.13.0+cpu
 endif
 INVENTORY ?=
 ANSIBLE_ARGS ?=

@@ -4,7 +4,7 @@ Usage (the Makefile's ``wheelhouse`` target)::
 
     python deploy/wheelhouse.py --wheel dist/silhouette_edge-0.1.0-py3-none-any.whl \
         --out dist/wheelhouse-cpu --arch x86_64 --python 3.11.2 [--glibc 2.31] \
-        [--pin torch==2.13.0+cpu] [--extra rknn-toolkit-lite2]
+        [--pin numpy==2.2.6] [--extra rknn-toolkit-lite2]
 
 Wheels are chosen for the *device*, not for the controller: its architecture, its exact
 Python version (``Requires-Python`` differs between 3.11.2 and 3.11.7) and its glibc
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default=platform.machine(), help="device architecture (x86_64, aarch64)")
     p.add_argument("--python", default=platform.python_version(), help="device Python, e.g. 3.11.2")
     p.add_argument("--glibc", default="2.31", help="oldest glibc of the devices, e.g. 2.31")
-    p.add_argument("--pin", action="append", default=[], help="a requirement to pin, e.g. torch==2.13.0+cpu")
+    p.add_argument("--pin", action="append", default=[], help="a requirement to pin, e.g. numpy==2.2.6")
     p.add_argument("--extra", action="append", default=[], help="another package, e.g. rknn-toolkit-lite2")
     p.add_argument("--extra-index-url", action="append", default=[],
                    help="another index, e.g. https://download.pytorch.org/whl/cpu for CPU-only torch")

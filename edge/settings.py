@@ -39,6 +39,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from edge.runtime.trackers.base import DEFAULT_TRACKER
+
 
 class ConfigError(ValueError):
     """A setting has a wrong name, type or value."""
@@ -63,10 +65,15 @@ def _positive_count(value: int) -> int:
 
 
 def _known_tracker(name: str) -> str:
-    from edge.runtime.tracking import TRACKERS  # BoxMOT (and torch) only once a tracker is named
+    from edge.runtime.trackers import TrackerError, check_tracker, tracker_names  # no library imported
 
-    if name not in TRACKERS:
-        raise PydanticCustomError(UNKNOWN_CHOICE, "not one of {known}", {"known": ", ".join(TRACKERS)})
+    known = tracker_names()
+    if name not in known:
+        raise PydanticCustomError(UNKNOWN_CHOICE, "not one of {known}", {"known": ", ".join(known)})
+    try:
+        check_tracker(name)
+    except TrackerError as e:
+        raise ValueError(f": {e}") from None
     return name
 
 
@@ -119,7 +126,9 @@ class RuntimeSettings(PolicySettings):
     iou_th : float
         NMS IoU threshold.
     tracker : str
-        ``sfsort`` or ``bytetrack``.
+        A tracker of :mod:`edge.runtime.trackers`: ``bytetrack`` (the default), ``ocsort``
+        or ``sort`` (Roboflow's ``trackers``); ``sfsort`` or ``boxmot-bytetrack`` with the
+        ``boxmot`` extra.
     threads : int or None
         Threads of the detector's backend (CPU backends); None leaves it to the backend,
         which takes every core, so ``edge run`` on a host gets the speed the machine has.
@@ -137,7 +146,7 @@ class RuntimeSettings(PolicySettings):
     conf_th: UnitInterval = Field(0.3, description="confidence threshold", json_schema_extra=LIVE)
     iou_th: UnitInterval = Field(0.7, description="NMS IoU threshold", json_schema_extra=LIVE)
     tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
-        "sfsort", description="sfsort (default) or bytetrack")
+        DEFAULT_TRACKER, description="bytetrack (default), ocsort, sort; sfsort, boxmot-bytetrack (BoxMOT)")
     threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")

@@ -43,6 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,6 +272,20 @@ def fleet(dist: Path):
             print(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_wheelhouse_brings_no_torch_and_no_agpl_code(dist: Path):
+    """What a device installs: its trackers are numpy; BoxMOT (AGPL, torch) is an extra."""
+    pinned = (dist / "wheelhouse-cpu" / "requirements.txt").read_text().lower().split()
+    names = {line.split("==")[0] for line in pinned}
+    assert {"numpy", "onnxruntime", "trackers", "flask"} <= names
+    assert not names & {"torch", "torchvision", "boxmot", "ultralytics"}, names
+    for wheel in (dist / "wheelhouse-cpu").glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            head = archive.read(meta).decode(errors="replace").split("\n\n", 1)[0]
+        licence = [line for line in head.splitlines() if line.startswith(("License", "Classifier: License"))]
+        assert not any(word in line.lower() for line in licence for word in ("affero", "agpl")), wheel
 
 
 def test_ansible_lint_and_syntax():

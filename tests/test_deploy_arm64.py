@@ -69,7 +69,7 @@ def _snapshot_wheelhouse(source: Path, dest: Path, platform: str | None = None) 
 
 
 class BoardFleet(Fleet):
-    """:class:`Fleet`, with room for emulation: the board installs torch at a tenth of a board's speed."""
+    """:class:`Fleet`, with room for emulation: the board installs at a tenth of a board's speed."""
 
     timeout_s = 3600
 
@@ -234,15 +234,17 @@ def test_first_deploy_serves_the_cpu_bundle_from_the_rockchip_venv(rig: Rig):
     assert rig.get("/ready") == (200, {"ready": True, "reasons": []})
     assert rig.get("/status")[0] == 200
     assert rig.current().startswith("releases/")
-    # The venv is the board's: aarch64 wheels from the rk3588 wheelhouse, rknn-toolkit-lite2 with them.
+    # The venv is the board's: aarch64 wheels from the rk3588 wheelhouse, rknn-toolkit-lite2 with
+    # them, the trackers of the trackers library, and no torch.
     venv_python = f"{EDGE}/current/venv/bin/python"
-    probe = rig.board.run(venv_python, "-c", "import importlib.metadata as m, platform; "
+    probe = rig.board.run(venv_python, "-c", "import importlib.util as u, importlib.metadata as m, platform; "
                           "from rknnlite.api import RKNNLite; print(platform.machine(), "
-                          "platform.python_version(), m.version('torch'), RKNNLite.__name__)")
+                          "platform.python_version(), m.version('trackers'), u.find_spec('torch'), "
+                          "RKNNLite.__name__)")
     assert probe.returncode == 0, probe.stderr
     wanted = next(line for line in (rig.base / "wheelhouse-rk3588" / "requirements.txt").read_text().split()
-                  if line.startswith("torch=="))
-    assert probe.stdout.split() == ["aarch64", BOARD_PYTHON, wanted.split("==")[1], "RKNNLite"]
+                  if line.startswith("trackers=="))
+    assert probe.stdout.split() == ["aarch64", BOARD_PYTHON, wanted.split("==")[1], "None", "RKNNLite"]
     # What a field engineer runs on the board after a deploy (README, "Proving a board").
     selftest = rig.board.run("runuser", "-u", "edge", "--", f"{EDGE}/current/venv/bin/edge", "selftest",
                              "--bundle", f"{EDGE}/current/bundle", "--backend-option", "threads=2")

@@ -14,7 +14,7 @@ from edge.runtime.evidence import CropAnswer
 from edge.runtime.models import load_detector, start_attribute_worker
 from edge.runtime.pipeline import Pipeline, TrackMemory, crop
 from edge.runtime.sources import Frame
-from edge.runtime.tracking import make_tracker
+from edge.runtime.trackers import DEFAULT_TRACKER, make_tracker
 from edge.schema import ATTRIBUTES, UNKNOWN
 from edge.settings import RuntimeSettings
 
@@ -59,7 +59,7 @@ def detector(bundle_dir):
 @pytest.fixture
 def pipeline(bundle_dir, clip):
     worker = start_attribute_worker(load_bundle(bundle_dir), {"threads": 1})
-    yield Pipeline(partial(make_tracker, "sfsort", 10.0), worker)
+    yield Pipeline(partial(make_tracker, DEFAULT_TRACKER, 10.0), worker)
     worker.close()
 
 
@@ -95,7 +95,7 @@ def test_a_killed_attribute_process_is_restarted_and_the_stream_goes_on(pipeline
 
 
 def test_a_live_threshold_change_reaches_the_tracker(detector, frames):
-    pipeline = Pipeline(partial(make_tracker, "sfsort", 10.0, conf_th=SPEC.conf_th))
+    pipeline = Pipeline(partial(make_tracker, DEFAULT_TRACKER, 10.0, conf_th=SPEC.conf_th))
     tracked = len(step(pipeline, detector, Frame(0, 0.0, frames[0])).persons)
     high = SPEC.changed({"conf_th": 0.9})  # as PATCH /api/config does: above every person of the clip
     assert step(pipeline, detector, Frame(1, 0.1, frames[1]), high).persons == []

@@ -1,7 +1,13 @@
-"""The BoxMOT adapter, on synthetic boxes and on the real pedestrian clip."""
+"""The tracker plugins, behind their one interface, on synthetic boxes and on the real pedestrian clip.
+
+Every tracker installed here is held to the same contract (BoxMOT's with the ``boxmot``
+extra, which the host's venv has); one the install lacks is refused by name with the
+extra that brings it.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from itertools import pairwise
 from pathlib import Path
@@ -11,7 +17,22 @@ import numpy as np
 import pytest
 
 from edge.runtime.golden import box_iou
-from edge.runtime.tracking import TRACKERS, make_tracker
+from edge.runtime.trackers import DEFAULT_TRACKER, TrackerError, check_tracker, make_tracker, tracker_names
+
+
+def installed(name: str) -> bool:
+    try:
+        check_tracker(name)
+    except TrackerError:
+        return False
+    return True
+
+
+TRACKERS = [name for name in tracker_names() if installed(name)]
+FIRST_FRAMES = 3
+"""A new track shows by its third frame on every tracker here: from its second with the
+default's ``min_frames`` 2, from its third on OC-SORT, which counts the updates after the
+one that started it."""
 
 N_FRAMES = 60
 FRAME_SIZE = (768, 576)
@@ -33,21 +54,43 @@ def ids_after_gap(name: str, fps: float, det: np.ndarray, gap: int) -> tuple[int
         before = tracker.update(det, BLACK)
     for _ in range(gap):
         assert tracker.update(np.empty((0, 6)), BLACK).shape == (0, 8)
-    # A new ByteTrack track shows only from its second frame: give it three.
-    for _ in range(3):
+    for _ in range(FIRST_FRAMES + 1):
         after = tracker.update(det, BLACK)
     return int(before[0, 4]), int(after[0, 4])
 
 
+def test_the_default_is_torch_free_and_every_library_is_listed() -> None:
+    assert DEFAULT_TRACKER in TRACKERS
+    assert {"bytetrack", "ocsort", "sort", "sfsort", "boxmot-bytetrack"} <= set(tracker_names())
+
+
 def test_unknown_tracker_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown tracker 'botsort'.*sfsort, bytetrack"):
-        make_tracker("botsort", 25.0, FRAME_SIZE)
+    with pytest.raises(TrackerError, match="no tracker 'deepsort' .*known: boxmot-bytetrack, bytetrack"):
+        make_tracker("deepsort", 25.0, FRAME_SIZE)
+
+
+def test_a_tracker_whose_library_is_missing_is_refused_with_its_extra(monkeypatch, tmp_path, capsys) -> None:
+    from edge.cli import main
+
+    monkeypatch.setitem(sys.modules, "boxmot", None)  # as on a device installed without the extra
+    with pytest.raises(TrackerError, match=r"'sfsort' needs boxmot.*pip install 'silhouette-edge\[boxmot\]'"):
+        make_tracker("sfsort", 25.0, FRAME_SIZE)
+    assert main(["run", "x.mp4", "--tracker", "boxmot-bytetrack", "--out", str(tmp_path), "-q"]) == 2
+    assert "boxmot-bytetrack' needs boxmot" in capsys.readouterr().err
+    assert installed(DEFAULT_TRACKER), "the default needs no extra"
+
+
+def test_bad_options_are_refused_by_name() -> None:
+    with pytest.raises(TrackerError, match="tracker bytetrack has no option margin_fraction"):
+        make_tracker("bytetrack", 25.0, FRAME_SIZE, options={"margin_fraction": 0.1})
+    with pytest.raises(TrackerError, match="lost_seconds"):
+        make_tracker("bytetrack", 25.0, FRAME_SIZE, options={"lost_seconds": 0})
 
 
 @pytest.mark.parametrize(("fps", "frame_size"), [(0.0, FRAME_SIZE), (25.0, (0, 576))])
 def test_bad_fps_or_frame_size_is_refused(fps: float, frame_size: tuple[int, int]) -> None:
-    with pytest.raises(ValueError, match="must be positive"):
-        make_tracker("sfsort", fps, frame_size)
+    with pytest.raises(TrackerError, match="must be positive"):
+        make_tracker(DEFAULT_TRACKER, fps, frame_size)
 
 
 @pytest.mark.parametrize("name", TRACKERS)
@@ -61,9 +104,10 @@ def test_empty_detections_give_an_empty_track_array(name: str, empty: np.ndarray
 
 @pytest.mark.parametrize("name", TRACKERS)
 def test_a_track_starts_at_the_detector_threshold(name: str) -> None:
-    # BoxMOT's own defaults would start no track below 0.6-0.7 confidence.
+    # The libraries' own defaults would start no track below 0.6-0.7 confidence.
     tracker = make_tracker(name, 10.0, FRAME_SIZE, conf_th=0.3)
-    tracks = tracker.update(box(384, 288, conf=0.35), BLACK)
+    for _ in range(FIRST_FRAMES):
+        tracks = tracker.update(box(384, 288, conf=0.35), BLACK)
     assert tracks.shape == (1, 8)
     np.testing.assert_allclose(tracks[0, [0, 1, 2, 3, 5, 6, 7]], [354, 208, 414, 368, 0.35, 0, 0])
 
@@ -73,12 +117,14 @@ def test_a_new_threshold_starts_tracks_at_once(name: str) -> None:
     tracker = make_tracker(name, 10.0, FRAME_SIZE, conf_th=0.6)
     for _ in range(3):
         assert tracker.update(box(384, 288, conf=0.4), BLACK).shape == (0, 8)
-    for _ in range(2):  # a new ByteTrack track shows from its second frame
+    for _ in range(FIRST_FRAMES):
         tracks = tracker.update(box(384, 288, conf=0.4), BLACK, conf_th=0.3)
     assert tracks.shape == (1, 8) and tracks[0, 5] == pytest.approx(0.4)
-    for _ in range(3):  # raised again: the track goes on, a new person below it starts none
+    for _ in range(3):  # raised again: a new person below it starts no track...
         tracks = tracker.update(np.vstack([box(384, 288, 0.4), box(100, 288, 0.5)]), BLACK, conf_th=0.6)
-    assert tracks[:, 0].tolist() == [pytest.approx(354)]
+    # ...and the track goes on, where a low-confidence stage keeps it (OC-SORT has none: what
+    # is under its threshold neither starts nor continues a track).
+    assert tracks[:, 0].tolist() == ([] if name == "ocsort" else [pytest.approx(354)])
 
 
 @pytest.mark.parametrize("name", TRACKERS)
@@ -91,6 +137,7 @@ def test_a_lost_track_survives_about_a_second(name: str, fps: float, gap: int, k
     assert (before == after) is kept
 
 
+@pytest.mark.skipif("sfsort" not in TRACKERS, reason="BoxMOT (the boxmot extra) is not installed")
 @pytest.mark.parametrize(("gap", "kept"), [(3, True), (8, False)])
 def test_sfsort_forgets_sooner_near_the_edges(gap: int, kept: bool) -> None:
     # Centre x=40 lies in the 10 % margin (77 px) of a 768 px frame: 0.5 s at 10 fps.
@@ -128,7 +175,9 @@ def test_clip_nearly_every_detection_is_tracked(clip_tracks: Run) -> None:
     detections, tracks = clip_tracks
     n_dets = sum(len(d) for d in detections)
     assert n_dets > 5 * N_FRAMES  # the clip is busy: the test means something
-    assert sum(len(t) for t in tracks) >= 0.9 * n_dets
+    # Measured 0.89 (OC-SORT: a new track shows from its third frame) to 0.95: the rest are
+    # the first frames of new tracks and detections seen once.
+    assert sum(len(t) for t in tracks) >= 0.85 * n_dets
 
 
 def test_clip_has_few_ids_that_last(clip_tracks: Run) -> None:
@@ -137,7 +186,7 @@ def test_clip_has_few_ids_that_last(clip_tracks: Run) -> None:
     # About ten people cross the first 6 s of the clip; an id per detection would be ~400.
     assert len(lengths) <= 20
     assert np.median(list(lengths.values())) >= 15
-    assert max(lengths.values()) == N_FRAMES
+    assert max(lengths.values()) >= N_FRAMES - FIRST_FRAMES + 1, "someone is tracked all along"
 
 
 def test_clip_boxes_keep_their_id_from_frame_to_frame(clip_tracks: Run) -> None:
@@ -151,7 +200,7 @@ def test_clip_boxes_keep_their_id_from_frame_to_frame(clip_tracks: Run) -> None:
             kept += int(np.sum(cur[same_person, 4] == prev[best[same_person], 4]))
             total += int(same_person.sum())
     assert total > 4 * N_FRAMES
-    # Measured 0.93 (SFSORT) and 0.96 (ByteTrack): the rest are people walking in
+    # Measured 0.93 (BoxMOT's SFSORT) and 0.96 (its ByteTrack): the rest are people walking in
     # overlapping pairs, where IoU alone cannot tell who is who.
     assert kept >= 0.9 * total
 
@@ -160,6 +209,6 @@ def test_clip_det_ind_points_at_the_matched_detection(clip_tracks: Run) -> None:
     detections, tracks = clip_tracks
     for dets, rows in zip(detections, tracks, strict=True):
         matched = dets[rows[:, 7].astype(int)]
-        # ByteTrack reports its Kalman-smoothed box, SFSORT the detection's own.
+        # BoxMOT's ByteTrack reports its Kalman-smoothed box, the others the detection's own.
         assert np.all(np.diag(box_iou(rows[:, :4], matched[:, :4])) >= 0.5)
         np.testing.assert_allclose(rows[:, 5:7], matched[:, 4:6], rtol=1e-6)

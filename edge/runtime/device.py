@@ -42,7 +42,7 @@ GPU_LOAD_PATTERNS = (
 )
 PACKAGES = (
     "silhouette-edge", "numpy", "opencv-python", "onnxruntime", "rknn-toolkit-lite2",
-    "tensorrt", "pycuda", "boxmot", "flask", "waitress",
+    "tensorrt", "pycuda", "trackers", "boxmot", "flask", "waitress",
 )
 """The distributions whose versions the status reports (those installed)."""
 

@@ -19,7 +19,7 @@ from edge.runtime.detector import Detections
 from edge.runtime.evidence import CropAnswer, TrackEvidence
 from edge.runtime.policy import SendPolicy
 from edge.runtime.sources import Frame
-from edge.runtime.tracking import Tracker
+from edge.runtime.trackers import Tracker
 from edge.runtime.worker import AttributeLink
 from edge.settings import RuntimeSettings
 

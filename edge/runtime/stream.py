@@ -34,7 +34,7 @@ from edge.runtime.detector import Detector, Letterbox
 from edge.runtime.pipeline import Pipeline
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import Frame, Source
-from edge.runtime.tracking import make_tracker
+from edge.runtime.trackers import make_tracker
 from edge.runtime.worker import AttributeLink
 from edge.settings import RuntimeSettings
 

@@ -36,7 +36,7 @@ from edge.runtime.detector import Detections, Detector
 from edge.runtime.models import load_detector, model_options
 from edge.runtime.pipeline import crop
 from edge.runtime.sources import Frame, open_source, redact
-from edge.runtime.tracking import make_tracker
+from edge.runtime.trackers import make_tracker
 from edge.training.dataset import Dataset, DatasetError, Row, box_text, refuse_foreign_folder, write_dataset
 from edge.training.duplicates import DuplicateIndex, phash
 from edge.training.selection import Candidate, Recipe, TrackCandidates, acceptable, choose

@@ -204,7 +204,7 @@ def _add_collect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-sources", nargs="+", default=None, metavar="SOURCE",
                    help="sources held out for test (as given, or their file name or stem)")
     p.add_argument("--val-share", type=float, default=VAL_SHARE, help="share of tracks that go to val")
-    p.add_argument("--tracker", default=d.tracker, help="sfsort (default) or bytetrack")
+    p.add_argument("--tracker", default=d.tracker, help=f"tracker (default {d.tracker})")
     p.add_argument("--conf-th", type=float, default=d.conf_th, help="detector threshold (tracking)")
     p.add_argument("--min-score", type=float, default=d.min_score, help="least confidence of a kept crop")
     p.add_argument("--min-height", type=int, default=d.min_height, help="least crop height in pixels")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.runtime.trackers import DEFAULT_TRACKER
 from edge.training.duplicates import DuplicateIndex
 
 MAX_HELD = 100
@@ -32,7 +33,7 @@ class Recipe:
     Attributes
     ----------
     tracker : str
-        The tracker (``sfsort`` or ``bytetrack``).
+        The tracker (a name of :mod:`edge.runtime.trackers`).
     conf_th : float
         The detector's threshold, where tracks start.
     min_score : float
@@ -52,7 +53,7 @@ class Recipe:
         Near-duplicates: perceptual hashes at most this many bits (of 64) apart.
     """
 
-    tracker: str = "sfsort"
+    tracker: str = DEFAULT_TRACKER
     conf_th: float = 0.3
     min_score: float = 0.5
     min_height: int = 64
