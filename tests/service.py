@@ -7,6 +7,7 @@ SIGTERM as systemd would (or SIGKILL). Requests go through `requests` to 127.0.0
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,13 +61,18 @@ class EdgeService:
         self.path.write_text(yaml.safe_dump(self.config))
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes]
+        self.tree: Path | None = None
+        """Another checkout of the package to serve from (a benchmark's baseline); None: this one."""
+        self.environment: dict[str, str] = {}
+        """Variables set for the service over this process's (a benchmark's deployed environment)."""
 
     def start(self, ready: bool = True) -> None:
         """Start the service; return once it answers /health (and /ready when asked)."""
         self._log = tempfile.TemporaryFile()
+        env = {**os.environ, **self.environment, **({"PYTHONPATH": str(self.tree)} if self.tree else {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "serve", "--config", str(self.path)],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tree, env=env,
         )
         wait_until(lambda: self._answers("/health"), "/health", START_TIMEOUT_S)
         if ready:

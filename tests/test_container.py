@@ -128,6 +128,7 @@ def test_the_image_is_configured_as_a_device_service(image):
     assert "/ready" in " ".join(image["Healthcheck"]["Test"])
     volumes = {"EDGE_BUNDLE=/bundle", "EDGE_MEDIA_ROOT=/media", "EDGE_RESULTS_DIR=/results"}
     assert volumes <= set(config["Env"])
+    assert "MALLOC_ARENA_MAX=2" in config["Env"], "the service's memory budget (bench/memory.py)"
 
 
 @pytest.mark.slow

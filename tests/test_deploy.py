@@ -318,6 +318,7 @@ def test_first_deploy_serves_on_every_device(fleet: Fleet):
         env_file = d.root / "etc" / "edge.env"
         assert env_file.stat().st_mode & 0o777 == 0o600
         assert f"EDGE_TOKEN={d.token}" in env_file.read_text()
+        assert "MALLOC_ARENA_MAX=2" in env_file.read_text().splitlines(), "the service's memory budget"
         config = (d.opt / "current" / "config.yaml").read_text()
         assert d.token not in config and f'listen: "127.0.0.1:{d.port}"' in config
         # The service runs as its own user, from the release `current` points at.
