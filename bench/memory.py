@@ -122,7 +122,7 @@ def serve(tree: Path | None, bundle: Path, video: Path, cameras: int, seconds: f
         results_dir=str(folder / "results"), max_streams=max(4, cameras),
         cameras=[{"name": f"cam{i}", "url": video.name, "realtime": True} for i in range(cameras)],
     )
-    service.tree, service.environment = tree, deployed_environment(tree)
+    service.tree, service.extra_env = tree, deployed_environment(tree)
     start = time.perf_counter()
     service.start()
     ready = time.perf_counter() - start
@@ -164,7 +164,7 @@ def long_run(bundle: Path, clip: Path, seconds: float, folder: Path) -> list[tup
     service = EdgeService(folder, bundle=str(bundle.resolve()), media_root=str(video.parent),
                           results_dir=str(folder / "results"),
                           cameras=[{"name": "long", "url": video.name, "realtime": True}])
-    service.environment = deployed_environment(None)
+    service.extra_env = deployed_environment(None)
     service.start()
     samples = []
     try:

@@ -126,7 +126,7 @@ class RuntimeSettings(PolicySettings):
     iou_th : float
         NMS IoU threshold.
     tracker : str
-        A tracker of :mod:`edge.runtime.trackers`: ``bytetrack`` (the default), ``ocsort``
+        A tracker of :mod:`edge.runtime.trackers`: ``ocsort`` (the default), ``bytetrack``
         or ``sort`` (Roboflow's ``trackers``); ``sfsort`` or ``boxmot-bytetrack`` with the
         ``boxmot`` extra.
     threads : int or None
@@ -146,7 +146,7 @@ class RuntimeSettings(PolicySettings):
     conf_th: UnitInterval = Field(0.3, description="confidence threshold", json_schema_extra=LIVE)
     iou_th: UnitInterval = Field(0.7, description="NMS IoU threshold", json_schema_extra=LIVE)
     tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
-        DEFAULT_TRACKER, description="bytetrack (default), ocsort, sort; sfsort, boxmot-bytetrack (BoxMOT)")
+        DEFAULT_TRACKER, description="ocsort (default), bytetrack, sort; sfsort, boxmot-bytetrack (BoxMOT)")
     threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")

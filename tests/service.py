@@ -63,13 +63,13 @@ class EdgeService:
         self._log: IO[bytes]
         self.tree: Path | None = None
         """Another checkout of the package to serve from (a benchmark's baseline); None: this one."""
-        self.environment: dict[str, str] = {}
+        self.extra_env: dict[str, str] = {}
         """Variables set for the service over this process's (a benchmark's deployed environment)."""
 
     def start(self, ready: bool = True) -> None:
         """Start the service; return once it answers /health (and /ready when asked)."""
         self._log = tempfile.TemporaryFile()
-        env = {**os.environ, **self.environment, **({"PYTHONPATH": str(self.tree)} if self.tree else {})}
+        env = {**os.environ, **self.extra_env, **({"PYTHONPATH": str(self.tree)} if self.tree else {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "serve", "--config", str(self.path)],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tree, env=env,
