@@ -6,7 +6,7 @@ the paths are the truth.
 
 - The background (:func:`background`) is the per-pixel median of 60 frames spread over
   the clip: every person moves on within it, so the median holds none.
-- The persons (:func:`select_people`, :func:`cutouts`) are the detector's boxes on every
+- The persons (:func:`select_people`) are the detector's boxes on every
   20th frame of the clip where a person stands alone: score >= 0.5; no other box
   (down to 0.25) overlapping the box grown by 15% of its height (8 px at least); the box
   12 px or more inside the frame; at least 1.6 times as tall as wide and 70 px tall (a
@@ -225,27 +225,6 @@ def select_people(
             if len(chosen) == n:
                 return [person for person, _ in chosen]
     raise ValueError(f"{clip} has {len(chosen)} distinct persons standing alone, not {n}")
-
-
-def cutouts(clip: Path | str, bundle: Path | str, n: int) -> list[np.ndarray]:
-    """Return the cutouts of ``n`` distinct persons of the clip, tallest first.
-
-    Parameters
-    ----------
-    clip : Path or str
-        The video.
-    bundle : Path or str
-        The model bundle whose detector finds the persons.
-    n : int
-        How many persons.
-
-    Returns
-    -------
-    list of np.ndarray
-        BGR crops of each person's box with :data:`MARGIN` pixels around
-        (:func:`select_people` says how they are chosen).
-    """
-    return [person.image for person in select_people(clip, bundle, n)]
 
 
 @dataclass(frozen=True)
