@@ -8,6 +8,7 @@ For one bundle, in one run, prints frames per second of
   tracking, JSONL), first one frame at a time (the backend run in the loop's thread,
   nothing overlapping), then with frames in flight, attributes off;
 - the same in flight with the attribute process on;
+- the tracker's update alone, on the detector's detections of the same frames;
 
 the in-flight gain over serial, and the ratios end-to-end / bare (targets on 2 cores:
 >= 0.93 off, >= 0.85 on). ``--rknn-standin`` runs the same on the RKNNLite stand-in
@@ -44,6 +45,7 @@ from edge.runtime.models import load_detector, model_options, start_attribute_wo
 from edge.runtime.sinks import JsonlSink
 from edge.runtime.sources import open_source
 from edge.runtime.stream import StreamLoop, StreamModels
+from edge.runtime.trackers import make_tracker
 from edge.settings import RuntimeSettings
 
 STANDINS = Path(__file__).resolve().parents[1] / "tests" / "standins"
@@ -74,6 +76,18 @@ def bare_fps(detector: Detector, source_uri: str, frames: int) -> float:
     for future in in_flight:
         future.result()
     return len(tensors) / (time.perf_counter() - start)
+
+
+def tracker_ms(detector: Detector, source_uri: str, frames: int, name: str) -> float:
+    """Mean milliseconds of the stream's tracker's update per frame, on the detector's own detections."""
+    with open_source(source_uri) as source:
+        images = [f.image for f, _ in zip(source, range(frames), strict=False)]
+    detections = [detector(image).as_array() for image in images]
+    tracker = make_tracker(name, 10.0, images[0].shape[1::-1])
+    start = time.perf_counter()
+    for image, dets in zip(images, detections, strict=True):
+        tracker.update(dets, image)
+    return 1000 * (time.perf_counter() - start) / len(images)
 
 
 def loop_fps(
@@ -193,6 +207,7 @@ def main() -> None:
         with_attrs, stats = (loop_fps(detector, bundle, off.model_copy(update={"attributes": True}),
                                       args.source, args.frames)
                              if "attributes" in bundle.manifest["models"] else (float("nan"), {}))
+        tracking = tracker_ms(detector, args.source, min(args.frames, 100), off.tracker)
         backend.close()
         by_precision = []
         if backend.precision is not None:
@@ -205,6 +220,8 @@ def main() -> None:
           f"in-flight gain {flight / serial:.2f}x")
     print(f"end to end, in flight, attrs on   {with_attrs:6.2f} fps  ratio {with_attrs / bare:.3f} "
           "(target >= 0.85)")
+    print(f"tracker {off.tracker} update       {tracking:6.2f} ms a frame, "
+          f"{tracking * flight / 10:.1f}% of a frame in flight")
     if stats:
         print(f"attributes: {stats['requests']} requests, {stats['answers']} answers, "
               f"{stats['drops']} dropped")
