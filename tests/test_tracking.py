@@ -212,3 +212,15 @@ def test_clip_det_ind_points_at_the_matched_detection(clip_tracks: Run) -> None:
         # BoxMOT's ByteTrack reports its Kalman-smoothed box, the others the detection's own.
         assert np.all(np.diag(box_iou(rows[:, :4], matched[:, :4])) >= 0.5)
         np.testing.assert_allclose(rows[:, 5:7], matched[:, 4:6], rtol=1e-6)
+
+
+def test_edge_help_imports_no_tracker_library_and_no_model_runtime() -> None:
+    """``edge --help`` (and the settings' check of a tracker's name) on a device: no library loaded."""
+    import subprocess
+
+    code = ("import sys\nfrom edge.cli import build_parser\nfrom edge.settings import RuntimeSettings\n"
+            "RuntimeSettings(tracker='sfsort'); build_parser().format_help()\n"
+            "heavy = {'trackers', 'supervision', 'scipy', 'boxmot', 'torch', 'onnxruntime'}\n"
+            "print(sorted(heavy & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
