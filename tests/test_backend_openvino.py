@@ -211,3 +211,19 @@ def test_edge_run_on_the_openvino_bundle(ir_bundle: Path, clip: Path, tmp_path: 
     lines = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
     assert [line["frame"] for line in lines] == [0, 1, 2, 3]
     assert all(len(line["detections"]) >= 3 for line in lines)
+
+
+def test_status_says_the_precision_in_effect(ir_bundle: Path) -> None:
+    from edge.service.live import load_models
+    from edge.service.responses import Bundle
+    from edge.service.state import bundle_summary
+    from edge.settings import RuntimeSettings, ServiceSettings
+
+    settings = ServiceSettings(bundle=str(ir_bundle), runtime=RuntimeSettings(attributes=False))
+    models = load_models(ir_bundle, settings, selftest=False)
+    try:
+        summary = Bundle.model_validate(bundle_summary(models))  # the /status answer's own model
+    finally:
+        models.close()
+    assert summary.models["detector"].precision == "f32"
+    assert (summary.models["detector"].backend, summary.models["detector"].format) == ("openvino", "openvino")
