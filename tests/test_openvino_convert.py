@@ -156,6 +156,10 @@ def test_a_precision_is_refused_before_any_work_where_it_cannot_be_gated(
     if missing is not None:
         assert main([*common, "--target", "openvino", "--toolchain-option", f"precision={missing}"]) == 2
         assert f"the gate cannot run the models here: precision {missing}" in capsys.readouterr().err
+        made = subprocess.run(["make", "--no-print-directory", "convert", "TARGET=openvino",
+                               f"PRECISION={missing}", f"CALIBRATION={calibration}", f"MODELS_DIR={tmp_path}",
+                               "CONVERT_ARGS=-q"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert made.returncode != 0 and f"precision {missing} is not one" in made.stderr, made.stderr[-2000:]
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
