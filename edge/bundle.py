@@ -24,6 +24,9 @@ The manifest's ``models`` maps a task (``detector``, ``attributes``) to an entry
 ``backend`` (optional)
     A registered backend other than the format's own: Jetson bundles ship an INT8
     ONNX with ``"backend": "tensorrt"``, which builds its engine on the device.
+``precision`` (optional; OpenVINO bundles)
+    The float precision the gate measured the model at (``f32``, ``bf16``, ``f16``):
+    the backend runs it at that precision unless told otherwise; ``f32`` when absent.
 Detector only: ``classes`` and ``person_classes``. Attributes only: ``schema`` and
 ``trained``. Both: ``quantization`` (``dtype`` and, for INT8, tool, algorithm and the
 calibration set's name and hash).
