@@ -107,8 +107,8 @@ TEST_WORKERS ?= 2
 test: models data system-deps $(RKNN_VENV)/.done
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
-# The emulated aarch64 board deploy (tests/test_deploy_arm64.py, which runs `make arm64-board`): root;
-# ~15 min to make the board cold, then ~28 min of deploys under qemu: over the CI budget, so not in `make test`.
+# The emulated aarch64 board deploy alone (tests/test_deploy_arm64.py, which runs `make arm64-board`): root;
+# 19 min cold (the arm64 root, the board's bundles and wheelhouse, the deploys under qemu). `make test` runs it too.
 .PHONY: test-board
 test-board: models data system-deps $(RKNN_VENV)/.done
 	$(VENV)/bin/pytest -q -m board tests/test_deploy_arm64.py

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -35,16 +37,24 @@ def _require(path: Path, make_target: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def dist() -> Path:
-    """Run `make dist` (the wheel, the cpu wheelhouse) under a lock on dist/; return dist/.
+@contextmanager
+def dist_lock() -> Iterator[None]:
+    """Hold the lock on dist/ while building into it.
 
-    `make test`'s workers may run the container and deploy modules at once, and both need it:
-    the second waits for the first's build and finds it made.
+    `make test`'s workers may run the container, deploy and board modules at once, and each
+    builds the wheel and wheelhouses there: the second waits for the first's build and finds
+    it made.
     """
     DIST.mkdir(exist_ok=True)
     with (DIST / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture(scope="session")
+def dist() -> Path:
+    """Run `make dist` (the wheel, the cpu wheelhouse) under :func:`dist_lock`; return dist/."""
+    with dist_lock():
         subprocess.run(["make", "-s", "dist"], cwd=ROOT, check=True)
     return DIST
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pytest
 from arm64 import Board, emulation_problem
+from conftest import dist_lock
 from sshd import free_port, keygen
 from test_deploy import ANSIBLE, DEPLOY_BIN, EXAMPLE, Fleet, Run
 
@@ -112,8 +113,9 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig():
-    made = subprocess.run(["make", "-s", "arm64-board"], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    with dist_lock():  # it builds the wheel and wheelhouses that other modules' workers build too
+        made = subprocess.run(["make", "-s", "arm64-board"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
     if made.returncode:
         pytest.fail("`make arm64-board` (as root) failed:\n" + "\n".join(made.stdout.splitlines()[-40:]))
     problem = emulation_problem()
