@@ -26,7 +26,7 @@ help:
 	@echo "make bench-peers  ours against Ultralytics' track() on its ONNX and OpenVINO exports"
 	@echo "make docs   the package's API documentation (pdoc) in docs/api/"
 	@echo "make serve  run the device service (CONFIG=file.yaml optional)"
-	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (README: Conversion)"
+	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (docs/conversion.md)"
 	@echo "make calibration            build the default calibration set from the clip"
 	@echo "make dist [DIST_TARGET=rk3588]      package wheel + the device's offline wheelhouse"
 	@echo "make deploy INVENTORY=.../hosts.yml  Ansible rollout to a fleet (deploy-check: dry run)"
@@ -136,7 +136,7 @@ bench-service: models data system-deps
 clean:
 	rm -rf runs models/default calibration/default
 
-# --- Conversion (README "Conversion"): INT8 bundles per target, checked against FP32. ---
+# --- Conversion (docs/conversion.md): INT8 bundles per target, checked against FP32. ---
 # `make convert TARGET=rk3588` writes $(MODELS_DIR)/$(BUNDLE_NAME)/<target>/ (cpu: cpu-int8)
 # from the weights and a calibration set: by default calibration/default, which
 # `make calibration` samples from the first part of the clip (held-out frames: its last part).
@@ -295,7 +295,7 @@ deploy-lint: venv-deploy
 	cd deploy/ansible && PATH=$(abspath $(DEPLOY_VENV))/bin:$$PATH ansible-lint --profile production
 	$(ANSIBLE_PLAYBOOK) -i deploy/ansible/inventory/example/hosts.yml deploy/ansible/site.yml --syntax-check
 
-# --- An emulated aarch64 board (tests/test_deploy_arm64.py, README "Proving a board"). ---
+# --- An emulated aarch64 board (tests/test_deploy_arm64.py, docs/deploy.md, "Proving a board"). ---
 # A Debian 12 arm64 root run under qemu-user through binfmt_misc: its own Python 3.11.2 and
 # sshd make it the Rockchip device of the slow deploy test. `make arm64-board` makes what
 # that test needs: the Debian packages and binfmt (root), the root as a tar under .cache

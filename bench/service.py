@@ -15,7 +15,7 @@ pool's ordering overhead per frame.
 
     .venv/bin/python bench/service.py --bundle models/default/cpu --clip data/vtest.avi
 
-On a board after a deploy, with the deployed venv (README, "Proving a board")::
+On a board after a deploy, with the deployed venv (docs/deploy.md, "Proving a board")::
 
     /opt/silhouette-edge/current/venv/bin/python bench/service.py --npu \
         --bundle /opt/silhouette-edge/current/bundle --clip vtest.avi --backend-option cores=3

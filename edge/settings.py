@@ -290,7 +290,7 @@ def _port(port: int) -> int:
 
 
 class MqttSettings(BaseModel):
-    """Where the device publishes its events (``mqtt:``; the README's "MQTT events").
+    """Where the device publishes its events (``mqtt:``; docs/service.md, "MQTT events").
 
     Attributes
     ----------

@@ -247,7 +247,7 @@ def test_first_deploy_serves_the_cpu_bundle_from_the_rockchip_venv(rig: Rig):
     wanted = next(line for line in (rig.base / "wheelhouse-rk3588" / "requirements.txt").read_text().split()
                   if line.startswith("trackers=="))
     assert probe.stdout.split() == ["aarch64", BOARD_PYTHON, wanted.split("==")[1], "None", "RKNNLite"]
-    # What a field engineer runs on the board after a deploy (README, "Proving a board").
+    # What a field engineer runs on the board after a deploy (docs/deploy.md, "Proving a board").
     selftest = rig.board.run("runuser", "-u", "edge", "--", f"{EDGE}/current/venv/bin/edge", "selftest",
                              "--bundle", f"{EDGE}/current/bundle", "--backend-option", "threads=2")
     assert selftest.returncode == 0, selftest.stdout + selftest.stderr

@@ -1,6 +1,6 @@
 """MQTT: the streams' track events and the device's figures, published without ever slowing a stream.
 
-Topics, under ``<topic_prefix>/<client_id>/`` (README, "MQTT events"):
+Topics, under ``<topic_prefix>/<client_id>/`` (docs/service.md, "MQTT events"):
 
 - ``available``: ``online`` at each connect, ``offline`` at a clean close and as the last
   will, which the broker says for a device that vanished (retained, QoS 1).
