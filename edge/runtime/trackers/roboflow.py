@@ -68,7 +68,10 @@ class RoboflowTracker(Tracker):
         self, name: str, options: Any, fps: float, frame_size: tuple[int, int], conf_th: float  # noqa: ANN401
     ) -> None:
         super().__init__(name, options, fps, frame_size, conf_th)
+        import supervision
         import trackers
+
+        self._detections = supervision.Detections  # the library's input type, looked up once
 
         self._library = getattr(trackers, _CLASSES[name])(
             lost_track_buffer=max(1, round(30 * options.lost_seconds)), frame_rate=fps,
@@ -85,12 +88,10 @@ class RoboflowTracker(Tracker):
 
     def update(self, dets: np.ndarray, frame: np.ndarray, conf_th: float | None = None) -> np.ndarray:
         """Advance by one frame; see :meth:`Tracker.update`."""
-        import supervision as sv
-
         if conf_th is not None and conf_th != self.conf_th:
             self._start_tracks_at(conf_th)
         dets = np.asarray(dets, dtype=np.float32).reshape(-1, 6)
-        detections = sv.Detections(
+        detections = self._detections(
             xyxy=dets[:, :4], confidence=dets[:, 4], class_id=dets[:, 5].astype(int),
             data={"det_ind": np.arange(len(dets))},
         )
