@@ -98,7 +98,8 @@ class PolicySettings(BaseModel):
         A track that was sent is sent again once its detection confidence has risen
         by at least this much over the confidence at its last capture.
     max_age_seconds : float
-        A track not seen for longer than this is forgotten.
+        A track not seen for longer than this is over: its record (send state,
+        attributes, life) is forgotten and its ``end`` event published.
     attr_crops_per_track : int
         While a track's attributes are unsure (one below ``attr_min_confidence``), it is
         sent again each time its last crop has been answered, until this many of its
@@ -111,7 +112,7 @@ class PolicySettings(BaseModel):
                                       json_schema_extra=LIVE)
     score_th_capture: Seconds = Field(0.2, description="re-send a track whose confidence rose this much",
                                       json_schema_extra=LIVE)
-    max_age_seconds: Seconds = Field(5.0, description="forget the send state of tracks unseen this long")
+    max_age_seconds: Seconds = Field(5.0, description="a track unseen this long is over and forgotten")
     attr_crops_per_track: Count = Field(
         4, description="most crops of a track sent while its attributes are unsure", json_schema_extra=LIVE)
 
@@ -137,7 +138,10 @@ class RuntimeSettings(PolicySettings):
     attribute_threads : int
         Threads of the attribute model's backend, in its own process.
     retention_seconds : float
-        Forget the attributes of tracks unseen this long.
+        Deprecated, without effect; accepted so that older configurations load. A track's
+        attributes are forgotten with its record, once it is unseen for
+        ``max_age_seconds`` (:mod:`edge.runtime.tracks`): a tracker never gives a
+        forgotten track's id back, so nothing could read them later.
     attr_min_confidence : float
         A track's attribute whose confidence (the quality-weighted mean probability of
         its label over the track's answers) is below this reads ``"unknown"``.
@@ -150,7 +154,8 @@ class RuntimeSettings(PolicySettings):
     threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")
-    retention_seconds: Seconds = Field(60.0, description="forget the attributes of tracks unseen this long")
+    retention_seconds: Seconds = Field(
+        60.0, description="deprecated, no effect: attributes go with their track after max_age_seconds")
     attr_min_confidence: UnitInterval = Field(
         0.6, description="a track's attribute less confident than this reads unknown", json_schema_extra=LIVE)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+from track_frames import RecordedEvents
+
 from edge.runtime.events import EndTrack, NewTrack, TrackEvents, UpdateTrack
 from edge.runtime.pipeline import FrameResult, Person
 from edge.schema import UNKNOWN, unknown_attributes
@@ -33,7 +35,7 @@ def run(events: TrackEvents, frames: list[FrameResult]) -> list[tuple[float, obj
 
 
 def test_new_once_the_track_has_lived_min_live_seconds():
-    events = TrackEvents()
+    events = RecordedEvents()
     out = run(events, [frame(0.0, person(1, x=5.0)), frame(0.1, person(1)), frame(0.2, person(1)),
                        frame(0.3, person(1)), frame(0.4, person(1))])
     assert [(t, type(e)) for t, e in out] == [(0.3, NewTrack)]
@@ -44,20 +46,20 @@ def test_new_once_the_track_has_lived_min_live_seconds():
 
 
 def test_min_live_zero_announces_at_the_first_frame():
-    events = TrackEvents()
+    events = RecordedEvents()
     out = events.update(frame(2.0, person(7)), RuntimeSettings(min_live_seconds=0.0))
     assert [type(e) for e in out] == [NewTrack]
 
 
 def test_a_flicker_says_nothing():
-    events = TrackEvents()
+    events = RecordedEvents()
     frames = [frame(0.0, person(1)), frame(0.1, person(1))] + [frame(0.1 * i) for i in range(2, 40)]
     assert run(events, frames) == []
     assert events.close() == []
 
 
 def test_update_only_when_a_decided_attribute_changes():
-    events = TrackEvents()
+    events = RecordedEvents()
     run(events, [frame(0.0, person(1)), frame(0.3, person(1))])  # new
     out = run(events, [
         frame(0.4, person(1, gender=(UNKNOWN, 0.5))),          # a score, no label: nothing
@@ -75,7 +77,7 @@ def test_update_only_when_a_decided_attribute_changes():
 
 
 def test_no_update_before_new():
-    events = TrackEvents()
+    events = RecordedEvents()
     out = run(events, [frame(0.0, person(1)), frame(0.1, person(1, gender=("male", 0.9))),
                        frame(0.3, person(1, gender=("male", 0.9)))])
     assert [type(e) for _, e in out] == [NewTrack]
@@ -83,7 +85,7 @@ def test_no_update_before_new():
 
 
 def test_end_after_max_age_unseen():
-    events = TrackEvents()
+    events = RecordedEvents()
     frames = [frame(round(0.1 * i, 1), person(3)) for i in range(11)]  # seen from 0.0 to 1.0, 11 frames
     frames += [frame(1.5), frame(2.0), frame(2.1), frame(2.2)]  # unseen 1.0 s is not yet more than 1.0
     out = run(events, frames)
@@ -95,7 +97,7 @@ def test_end_after_max_age_unseen():
 
 
 def test_end_at_close_for_every_open_track():
-    events = TrackEvents()
+    events = RecordedEvents()
     run(events, [frame(0.0, person(1), person(2)), frame(0.4, person(1), person(2)), frame(0.5, person(9))])
     ends = events.close()
     assert sorted(e.track_id for e in ends) == [1, 2]  # 9 never reached new
@@ -104,7 +106,7 @@ def test_end_at_close_for_every_open_track():
 
 
 def test_end_carries_the_most_confident_box_and_the_last_attributes():
-    events = TrackEvents()
+    events = RecordedEvents()
     run(events, [
         frame(0.0, person(4, 0.5, x=0.0)),
         frame(0.2, person(4, 0.93, x=40.0)),
@@ -122,7 +124,7 @@ def test_exactly_one_end_per_new_over_a_random_scene():
     # life), with one-frame dropouts at random; track 99 only ever flickers (0.15 s at a time).
     # Truth: each announced life ends exactly once, the flicker is never announced.
     rng = random.Random(13)
-    events, lives = TrackEvents(), {tid: [] for tid in (*range(8), 99)}
+    events, lives = RecordedEvents(), {tid: [] for tid in (*range(8), 99)}
     log = []
     for i in range(600):
         present = [tid for tid in range(8) if (i // (5 + 7 * tid)) % 3 != 0 and rng.random() > 0.1]
@@ -138,7 +140,7 @@ def test_exactly_one_end_per_new_over_a_random_scene():
 
 
 def test_events_are_json():
-    events = TrackEvents()
+    events = RecordedEvents()
     out = run(events, [frame(0.0, person(1)), frame(0.3, person(1)),
                        frame(0.4, person(1, age=("senior", 0.7)))])
     out += [(0.4, e) for e in events.close()]

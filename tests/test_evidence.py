@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge.runtime.evidence import CropAnswer, TrackEvidence, crop_quality
-from edge.runtime.policy import SendPolicy
+from edge.runtime.policy import should_send
+from edge.runtime.tracks import TrackBook
 from edge.schema import ATTRIBUTES, UNKNOWN
 from edge.settings import PolicySettings
 
@@ -98,17 +99,23 @@ def test_answers_of_an_untrained_model_are_marked() -> None:
 
 def test_an_unsure_track_is_sent_again_once_answered_within_its_budget() -> None:
     rules = PolicySettings(min_live_seconds=0.0, attr_crops_per_track=3)
-    policy = SendPolicy()
-    assert policy.should_send(1, 0.5, 0.0, rules, unsure=True, answered=0)
+    book = TrackBook()
+
+    def ask(track_id: int, score: float, now: float, answered: int, unsure: bool = True) -> bool:
+        """Seen at ``now`` with ``answered`` crops answered so far (real answers added), then asked."""
+        track = book.touch(track_id, now)
+        while track.evidence.answers < answered:
+            track.evidence.add(answer(3))
+        return should_send(track, score, now, rules, unsure=unsure)
+
+    assert ask(1, 0.5, 0.0, answered=0)
     # Not answered yet: no second crop; answered: the next one goes, up to the budget of three.
-    assert [policy.should_send(1, 0.5, t, rules, unsure=True, answered=n)
-            for t, n in ((0.1, 0), (0.2, 1), (0.3, 1), (0.4, 2), (0.5, 3), (0.6, 3))] == [
-        False, True, False, True, False, False]
+    steps = ((0.1, 0), (0.2, 1), (0.3, 1), (0.4, 2), (0.5, 3), (0.6, 3))
+    assert [ask(1, 0.5, t, answered=n) for t, n in steps] == [False, True, False, True, False, False]
     # The original rule still applies beyond the budget: the confidence rose by 0.2.
-    assert policy.should_send(1, 0.7, 0.7, rules, unsure=True, answered=3)
-    sure = SendPolicy()
-    assert sure.should_send(2, 0.5, 0.0, rules, unsure=False, answered=0)
-    assert not sure.should_send(2, 0.5, 0.1, rules, unsure=False, answered=1)
+    assert ask(1, 0.7, 0.7, answered=3)
+    assert ask(2, 0.5, 0.0, answered=0, unsure=False)
+    assert not ask(2, 0.5, 0.1, answered=1, unsure=False)
 
 
 def test_the_annotated_video_marks_an_untrained_models_attributes() -> None:

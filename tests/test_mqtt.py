@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_broker import MOSQUITTO_PASSWD, Broker, Subscriber
+from track_frames import recorder
 from waiting import wait_until
 
 from edge.runtime.events import NewTrack
@@ -194,13 +195,15 @@ def test_a_wrong_password_is_refused_and_the_right_one_taken(tmp_path):
 
 
 def test_the_event_sink_publishes_a_streams_track_lives(broker):
+    live, record = RuntimeSettings(min_live_seconds=0.2, max_age_seconds=0.5), recorder()
+
     def frame(t: float, *track_ids: int) -> FrameResult:
+        """The frame recorded in the stream's book, as the pipeline hands it to the sinks."""
         labels = unknown_attributes()
         persons = [Person((0.0, 0.0, 10.0, 20.0), 0, tid, 0.9, labels, dict.fromkeys(labels))
                    for tid in track_ids]
-        return FrameResult(int(t * 10), t, persons, ("person",))
+        return record(FrameResult(int(t * 10), t, persons, ("person",)), live.max_age_seconds)
 
-    live = RuntimeSettings(min_live_seconds=0.2, max_age_seconds=0.5)
     with subscriber(broker, EVENTS) as sub, publisher(settings(broker)) as pub:
         sink = EventSink(pub, "front-door", lambda: live)
         for t, ids in [(0.0, (1, 2)), (0.1, (1,)), (0.2, (1,)), (0.3, (1, 3)), (0.6, (3,)), (0.9, (3,))]:

@@ -10,12 +10,11 @@ from functools import partial
 import pytest
 
 from edge.bundle import load_bundle
-from edge.runtime.evidence import CropAnswer
 from edge.runtime.models import load_detector, start_attribute_worker
-from edge.runtime.pipeline import Pipeline, TrackMemory, crop
+from edge.runtime.pipeline import Pipeline, crop
 from edge.runtime.sources import Frame
 from edge.runtime.trackers import DEFAULT_TRACKER, make_tracker
-from edge.schema import ATTRIBUTES, UNKNOWN
+from edge.schema import UNKNOWN
 from edge.settings import RuntimeSettings
 
 SPEC = RuntimeSettings()
@@ -102,18 +101,6 @@ def test_a_live_threshold_change_reaches_the_tracker(detector, frames):
     for i in range(2, 5):  # lost tracks come back, new ones start
         result = step(pipeline, detector, Frame(i, i / 10, frames[i]))
     assert tracked >= 3 and len(result.persons) >= tracked - 1
-
-
-def test_track_memory_forgets_after_retention():
-    female = CropAnswer({name: (1.0,) + (0.0,) * (len(labels) - 1) if name != "gender" else (0.0, 1.0)
-                         for name, labels in ATTRIBUTES.items()})
-    memory = TrackMemory()
-    memory.seen(7, now=0.0)
-    memory.answer(7, female)
-    memory.answer(8, female)  # never seen: ignored
-    assert memory.seen(7, now=30.0).decide(0.6)[0]["gender"] == "female" and 8 not in memory.evidence
-    memory.forget_stale(now=90.5, retention_seconds=60)
-    assert 7 not in memory.evidence and 7 not in memory.last_seen
 
 
 def test_crop_clips_to_the_frame_and_copies(frames):

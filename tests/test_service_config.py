@@ -39,6 +39,15 @@ def test_the_example_is_the_contract_the_deploy_templates():
     assert config.runtime == RuntimeSettings() and source_options(config).transport == "tcp"
 
 
+def test_an_older_configuration_with_retention_seconds_still_loads(tmp_path):
+    # Deprecated without effect (attributes go with their track's record after max_age_seconds),
+    # still accepted and still validated, so a board's older config.yaml keeps working.
+    config = load_service_settings(write(tmp_path, "runtime: {retention_seconds: 120}"), {})
+    assert config.runtime.retention_seconds == 120
+    with pytest.raises(ConfigError, match="retention_seconds"):
+        load_service_settings(write(tmp_path, "runtime: {retention_seconds: -1}"), {})
+
+
 def test_environment_overrides_the_file(tmp_path):
     path = write(tmp_path, "listen: 127.0.0.1:9000\ntoken: file\nruntime: {conf_th: 0.5, tracker: bytetrack}")
     config = load_service_settings(path, {

@@ -2,33 +2,34 @@
 
 A pure object, fed one :class:`~edge.runtime.pipeline.FrameResult` at a time with the
 frame's settings snapshot; it owns no clock (the frames' timestamps are the time), no
-thread and no transport (:mod:`edge.service.mqtt` publishes the events).
+thread, no transport (:mod:`edge.service.mqtt` publishes the events) and no table of
+tracks: it reads each track's life from its record in the stream's
+:class:`~edge.runtime.tracks.TrackBook` and keeps there what it last announced.
 
-- ``new``: once a track has lived ``min_live_seconds`` since its first appearance, the
-  rule the send policy applies before a track's first crop, so a flicker (a detection
-  that does not last) is never announced.
+- ``new``: once a track has lived ``min_live_seconds`` since its first appearance
+  (:meth:`~edge.runtime.tracks.Track.lived`, the rule the send policy applies before a
+  track's first crop), so a flicker (a detection that does not last) is never announced.
 - ``update``: after ``new``, whenever the track's decided attributes change; a label
   appearing from or falling back to ``"unknown"`` is a change (its score crossed
   ``attr_min_confidence``), a score moving without changing a label is not.
-- ``end``: once the track has been unseen for more than ``max_age_seconds``, the time
-  after which the send policy forgets a track too (the tracker's own memory is counted
-  in frames and may be shorter, but a track it forgot never comes back under its id), and
-  for every open track at :meth:`TrackEvents.close`. An unseen track can only be found
-  stale when a later frame comes: a live stream without frames ends its tracks at close.
+- ``end``: once the track has been unseen for more than ``max_age_seconds``, when the
+  book removes its record (the tracker's own memory may be shorter, but a track it forgot
+  never comes back under its id), and for every open track at :meth:`TrackEvents.close`.
+  An unseen track can only be found stale when a later frame comes: a live stream without
+  frames ends its tracks at close.
 
 Exactly one ``end`` follows each ``new``; a track that never reached ``new`` says nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from edge.runtime.pipeline import FrameResult, Person
+from edge.runtime.tracks import Track, TrackBook
 from edge.settings import RuntimeSettings
-
-_EPS = 1e-9
-"""Tolerance for "at least", as the send policy has it (0.5 - 0.3 < 0.2 in floating point)."""
 
 Box = tuple[float, float, float, float]
 
@@ -90,9 +91,9 @@ class EndTrack(TrackEvent):
     reason: str
 
 
-def _class_name(result: FrameResult, person: Person) -> str:
-    """Return the detector's name of the person's class (its number when the frame has no names)."""
-    return result.classes[person.cls] if person.cls < len(result.classes) else str(person.cls)
+def _class_name(classes: Sequence[str], person: Person) -> str:
+    """Return the detector's name of the person's class (its number when the stream has no names)."""
+    return classes[person.cls] if person.cls < len(classes) else str(person.cls)
 
 
 def _box(person: Person) -> Box:
@@ -100,62 +101,48 @@ def _box(person: Person) -> Box:
     return x1, y1, x2, y2
 
 
-@dataclass
-class _Track:
-    """One track's life so far; ``announced`` holds the attributes last told (None before ``new``)."""
+def _new(track: Track, now: float, classes: Sequence[str]) -> NewTrack:
+    assert track.first is not None and track.last is not None
+    track.announced = dict(track.last.attributes)
+    return NewTrack(
+        track.track_id, _class_name(classes, track.last), round(now, 3), round(track.first_time, 3),
+        _box(track.first), round(track.first.confidence, 4),
+        dict(track.last.attributes), dict(track.last.attribute_scores),
+    )
 
-    class_name: str
-    first: Person
-    first_time: float
-    last: Person
-    last_time: float
-    best: Person
-    frames: int = 1
-    announced: dict[str, str] | None = None
 
-    def see(self, person: Person, now: float, class_name: str) -> None:
-        self.last, self.last_time, self.class_name = person, now, class_name
-        self.frames += 1
-        if person.confidence > self.best.confidence:
-            self.best = person
+def _update(track: Track, now: float, classes: Sequence[str]) -> UpdateTrack | None:
+    assert track.announced is not None and track.last is not None
+    attributes = track.last.attributes
+    changed = [name for name, label in attributes.items() if track.announced.get(name) != label]
+    if not changed:
+        return None
+    previous = {name: track.announced.get(name, "") for name in changed}
+    track.announced = dict(attributes)
+    return UpdateTrack(
+        track.track_id, _class_name(classes, track.last), round(now, 3),
+        {name: attributes[name] for name in changed},
+        {name: track.last.attribute_scores.get(name) for name in changed},
+        previous,
+    )
 
-    def new(self, now: float) -> NewTrack:
-        self.announced = dict(self.last.attributes)
-        return NewTrack(
-            self.last.track_id, self.class_name, round(now, 3), round(self.first_time, 3),
-            _box(self.first), round(self.first.confidence, 4),
-            dict(self.last.attributes), dict(self.last.attribute_scores),
-        )
 
-    def update(self, now: float) -> UpdateTrack | None:
-        assert self.announced is not None
-        attributes = self.last.attributes
-        changed = [name for name, label in attributes.items() if self.announced.get(name) != label]
-        if not changed:
-            return None
-        previous = {name: self.announced.get(name, "") for name in changed}
-        self.announced = dict(attributes)
-        return UpdateTrack(
-            self.last.track_id, self.class_name, round(now, 3),
-            {name: attributes[name] for name in changed},
-            {name: self.last.attribute_scores.get(name) for name in changed},
-            previous,
-        )
-
-    def end(self, now: float, reason: str) -> EndTrack:
-        return EndTrack(
-            self.last.track_id, self.class_name, round(now, 3), round(self.first_time, 3),
-            round(self.last_time, 3), round(self.last_time - self.first_time, 3), self.frames,
-            _box(self.best), round(self.best.confidence, 4),
-            dict(self.last.attributes), dict(self.last.attribute_scores), reason,
-        )
+def _end(track: Track, now: float, classes: Sequence[str], reason: str) -> EndTrack:
+    assert track.best is not None and track.last is not None
+    return EndTrack(
+        track.track_id, _class_name(classes, track.last), round(now, 3), round(track.first_time, 3),
+        round(track.last_time, 3), round(track.last_time - track.first_time, 3), track.frames,
+        _box(track.best), round(track.best.confidence, 4),
+        dict(track.last.attributes), dict(track.last.attribute_scores), reason,
+    )
 
 
 class TrackEvents:
     """Turn one stream's frames into its tracks' ``new``, ``update`` and ``end`` events."""
 
     def __init__(self) -> None:
-        self._tracks: dict[int, _Track] = {}
+        self._book: TrackBook | None = None
+        self._classes: Sequence[str] = ()
         self._now = 0.0
 
     def update(self, result: FrameResult, settings: RuntimeSettings) -> list[TrackEvent]:
@@ -164,38 +151,32 @@ class TrackEvents:
         Parameters
         ----------
         result : FrameResult
-            The frame; its ``timestamp`` is the time of every rule.
+            The frame; its ``timestamp`` is the time of every rule, its ``tracks`` the
+            stream's records and its ``ended`` the tracks over.
         settings : RuntimeSettings
-            The frame's snapshot: ``min_live_seconds`` and ``max_age_seconds``.
+            The frame's snapshot: ``min_live_seconds``.
         """
         now = self._now = result.timestamp
-        events: list[TrackEvent] = self._stale(now, settings.max_age_seconds)
+        self._book, self._classes = result.tracks, result.classes
+        events: list[TrackEvent] = [
+            _end(t, now, result.classes, "unseen") for t in result.ended if t.announced is not None]
         for person in result.persons:
-            event = self._see(person, now, _class_name(result, person), settings.min_live_seconds)
+            track = result.tracks.get(person.track_id)
+            if track is None:
+                continue  # over in the frame it was seen in (max_age_seconds 0): ended above
+            if track.announced is not None:
+                event = _update(track, now, result.classes)
+            elif track.lived(now, settings.min_live_seconds):
+                event = _new(track, now, result.classes)
+            else:
+                event = None
             if event is not None:
                 events.append(event)
         return events
 
     def close(self) -> list[EndTrack]:
-        """End every announced track (the stream ended or was stopped) and forget them all."""
-        ends = [t.end(self._now, "closed") for t in self._tracks.values() if t.announced is not None]
-        self._tracks.clear()
+        """End every announced track (the stream ended or was stopped); the next close ends none."""
+        open_tracks = [t for t in self._book or () if t.announced is not None]
+        self._book = None
+        ends = [_end(t, self._now, self._classes, "closed") for t in open_tracks]
         return ends
-
-    def _see(self, person: Person, now: float, class_name: str, min_live: float) -> TrackEvent | None:
-        track = self._tracks.get(person.track_id)
-        if track is None:
-            track = self._tracks[person.track_id] = _Track(class_name, person, now, person, now, person)
-        else:
-            track.see(person, now, class_name)
-        if track.announced is not None:
-            return track.update(now)
-        if now - track.first_time >= min_live - _EPS:
-            return track.new(now)
-        return None
-
-    def _stale(self, now: float, max_age: float) -> list[TrackEvent]:
-        stale = [t for t in self._tracks.values() if now - t.last_time > max_age]
-        for track in stale:
-            del self._tracks[track.last.track_id]
-        return [t.end(now, "unseen") for t in stale if t.announced is not None]

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from edge.runtime.detector import Detections
-from edge.runtime.evidence import CropAnswer, TrackEvidence
-from edge.runtime.policy import SendPolicy
+from edge.runtime.policy import should_send
 from edge.runtime.sources import Frame
 from edge.runtime.trackers import Tracker
+from edge.runtime.tracks import Track, TrackBook
 from edge.runtime.worker import AttributeLink
 from edge.settings import RuntimeSettings
 
@@ -60,7 +60,10 @@ class FrameResult:
 
     The stream loop adds ``classes``, the detector's class names, and ``latency_s``,
     the time from the frame's pre-processing to its tracks (the service's
-    ``inference_ms``, not part of the JSON form).
+    ``inference_ms``, not part of the JSON form). ``tracks`` is the stream's book, where
+    each person's record is found by its track id, and ``ended`` holds the records of the
+    tracks found over at this frame (unseen for ``max_age_seconds``); neither is part of
+    the JSON form.
     """
 
     index: int
@@ -68,6 +71,8 @@ class FrameResult:
     persons: list[Person]
     classes: Sequence[str] = ()
     latency_s: float = 0.0
+    tracks: TrackBook = field(default_factory=TrackBook)
+    ended: list[Track] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form of the frame, as ``detections.jsonl`` and the API have it."""
@@ -76,37 +81,6 @@ class FrameResult:
             "time": round(self.timestamp, 3),
             "detections": [p.to_dict(self.classes) for p in self.persons],
         }
-
-
-@dataclass
-class TrackMemory:
-    """The answers received per track, forgotten once it is unseen for the retention time.
-
-    Each track's answers are summed in a :class:`~edge.runtime.evidence.TrackEvidence`.
-    """
-
-    evidence: dict[int, TrackEvidence] = field(default_factory=dict)
-    last_seen: dict[int, float] = field(default_factory=dict)
-
-    def seen(self, track_id: int, now: float) -> TrackEvidence:
-        """Mark a track seen and return its evidence (no answer yet for a new track)."""
-        self.last_seen[track_id] = now
-        return self.evidence.setdefault(track_id, TrackEvidence())
-
-    def answer(self, track_id: int, answer: CropAnswer) -> None:
-        """Add the classifier's answer for a crop of a track still remembered."""
-        if track_id in self.evidence:
-            self.evidence[track_id].add(answer)
-
-    def forget_answers(self) -> None:
-        """Drop every answer (another model answers from now on); the tracks stay."""
-        self.evidence = {track_id: TrackEvidence() for track_id in self.evidence}
-
-    def forget_stale(self, now: float, retention_seconds: float) -> None:
-        """Drop tracks not seen for longer than ``retention_seconds``."""
-        stale = [t for t, s in self.last_seen.items() if now - s > retention_seconds]
-        for track_id in stale:
-            del self.last_seen[track_id], self.evidence[track_id]
 
 
 def crop(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -139,9 +113,7 @@ class Pipeline:
         self._tracker_factory = tracker_factory
         self.tracker: Tracker | None = None
         self.attributes = attributes
-        self.policy = SendPolicy()
-        self.memory = TrackMemory()
-        self.track_ids: set[int] = set()
+        self.tracks = TrackBook()
 
     def use(self, attributes: AttributeLink | None) -> None:
         """Send to another attribute process from now on (a reload); every track is sent again.
@@ -149,39 +121,41 @@ class Pipeline:
         The answers of the previous model are dropped: they are not averaged with the new one's.
         """
         if attributes is not self.attributes:
-            self.memory.forget_answers()
+            self.tracks.forget_answers()
         self.attributes = attributes
-        self.policy = SendPolicy()
 
     def process(self, frame: Frame, detections: Detections, settings: RuntimeSettings) -> FrameResult:
         """Track one frame's detections, send tracks for attributes, merge the answers.
 
         ``settings`` is the frame's snapshot: its ``conf_th`` is where the tracker
-        starts tracks, its policy rules decide what is sent.
+        starts tracks, its policy rules decide what is sent, its ``max_age_seconds``
+        when a track is over.
         """
         now = frame.timestamp
         if self.tracker is None:
             self.tracker = self._tracker_factory(frame.image.shape[1::-1])
-        tracks = self.tracker.update(detections.as_array(), frame.image, settings.conf_th)
+        rows = self.tracker.update(detections.as_array(), frame.image, settings.conf_th)
         if self.attributes is not None:
             for track_id, answer in self.attributes.poll():
-                self.memory.answer(track_id, answer)
-        persons = [self._person(row, frame, now, settings) for row in tracks]
-        self.policy.forget_stale(now, settings)
-        self.memory.forget_stale(now, settings.retention_seconds)
-        return FrameResult(frame.index, now, persons)
+                if (track := self.tracks.get(track_id)) is not None:
+                    track.evidence.add(answer)
+        persons = [self._person(row, self.tracks.touch(int(row[4]), now), frame, now, settings)
+                   for row in rows]
+        ended = self.tracks.expire(now, settings.max_age_seconds)
+        return FrameResult(frame.index, now, persons, tracks=self.tracks, ended=ended)
 
-    def _person(self, row: np.ndarray, frame: Frame, now: float, settings: RuntimeSettings) -> Person:
-        track_id, conf = int(row[4]), float(row[5])
-        self.track_ids.add(track_id)
-        evidence = self.memory.seen(track_id, now)
-        unsure = evidence.unsure(settings.attr_min_confidence)
-        if self.attributes is not None and self.policy.should_send(
-            track_id, conf, now, settings, unsure=unsure, answered=evidence.answers
+    def _person(self, row: np.ndarray, track: Track, frame: Frame, now: float,
+                settings: RuntimeSettings) -> Person:
+        conf = float(row[5])
+        evidence = track.evidence
+        if self.attributes is not None and should_send(
+            track, conf, now, settings, unsure=evidence.unsure(settings.attr_min_confidence)
         ):
             person_crop = crop(frame.image, row[:4])
             if person_crop is not None:
-                self.attributes.submit(track_id, person_crop)
+                self.attributes.submit(track.track_id, person_crop)
         attributes, scores = evidence.decide(settings.attr_min_confidence)
         box = tuple(float(v) for v in row[:4])
-        return Person(box, int(row[6]), track_id, conf, attributes, scores, evidence.trained)
+        person = Person(box, int(row[6]), track.track_id, conf, attributes, scores, evidence.trained)
+        track.see(person)
+        return person

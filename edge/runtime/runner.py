@@ -144,7 +144,7 @@ def run_source(
                 worker.close()
             detector.backend.close()
     return RunSummary(
-        loop.frames, seconds, len(loop.pipeline.track_ids),
+        loop.frames, seconds, loop.pipeline.tracks.total,
         worker.stats() if worker is not None else {},
         [str(s.path) for s in sinks if isinstance(s, FileSink)],
         next((s.stats() for s in sinks if isinstance(s, VideoSink)), {}),
