@@ -24,7 +24,7 @@ help:
 	@echo "make data   fetch the default pedestrian clip"
 	@echo "make bench  print runtime speed figures"
 	@echo "make bench-peers  ours against Ultralytics' track() on its ONNX and OpenVINO exports"
-	@echo "make docs   the package's API documentation (pdoc) in docs/api/"
+	@echo "make docs   the documentation site, pages and API reference, in docs/site/"
 	@echo "make serve  run the device service (CONFIG=file.yaml optional)"
 	@echo "make convert TARGET=rk3588  INT8 bundle for a target, checked against FP32 (docs/conversion.md)"
 	@echo "make calibration            build the default calibration set from the clip"
@@ -116,11 +116,11 @@ test-board: models data system-deps $(RKNN_VENV)/.done
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# The API documentation (NumPy docstrings rendered by pdoc) in docs/api/, not committed.
+# The documentation as one site in docs/site/, not committed: the README and docs/ pages
+# (markdown2) with the API reference (NumPy docstrings rendered by pdoc) under api/.
 .PHONY: docs
 docs: venv
-	$(PY) -m pdoc --docformat numpy --output-directory docs/api edge
-	@echo "open docs/api/index.html"
+	$(PY) docs/site.py --out docs/site
 
 bench: models data
 	$(PY) bench/runtime.py --source $(CLIP) --bundle $(BUNDLE)

@@ -1,10 +1,12 @@
-"""The API documentation: pdoc renders every public module of the package from its docstrings."""
+"""The documentation site (make docs): every page, pdoc's reference of every public module, no broken link."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,16 +23,44 @@ def public_modules() -> list[str]:
     return names
 
 
-def test_make_docs_renders_every_public_module(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "pdoc", "--docformat", "numpy", "--output-directory", str(tmp_path), "edge"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
+def broken_links(site: Path) -> list[tuple[str, str]]:
+    """Every link of the site's pages to a file or an anchor that is not there."""
+    broken = []
+    for page in sorted(site.glob("*.html")):
+        for link in re.findall(r'href="([^"]+)"', page.read_text()):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            if link.startswith("file://"):
+                target, anchor = Path(unquote(urlparse(link).path)), urlparse(link).fragment
+            else:
+                base, _, anchor = link.partition("#")
+                target = page.parent / base if base else page
+            if not target.exists() or (
+                    anchor and target.suffix == ".html" and f'id="{anchor}"' not in target.read_text()):
+                broken.append((page.name, link))
+    return broken
+
+
+def test_make_docs_builds_one_site_of_the_pages_and_the_api_reference(tmp_path):
+    done = subprocess.run([sys.executable, "docs/site.py", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
+    pages = {p.name for p in tmp_path.glob("*.html")}
+    assert {"index.html", "ARCHITECTURE.html", "service.html", "deploy-ansible.html"} <= pages
+    assert len(pages) == 1 + len(list((ROOT / "docs").glob("*.md"))) + 5  # and the other folders' READMEs
+    assert broken_links(tmp_path) == []
+    index = (tmp_path / "index.html").read_text()
+    assert '<a href="service.html">' in index and '<a href="api/edge.html">API reference</a>' in index
+    api = tmp_path / "api"
     modules = public_modules()
     assert len(modules) > 40 and "edge.runtime.stream" in modules
-    missing = [m for m in modules if not (tmp_path / (m.replace(".", "/") + ".html")).is_file()]
+    missing = [m for m in modules if not (api / (m.replace(".", "/") + ".html")).is_file()]
     assert not missing, f"no page for {missing}"
     # NumPy sections are rendered, not shown as raw text.
-    page = (tmp_path / "edge" / "runtime" / "models.html").read_text()
+    page = (api / "edge" / "runtime" / "models.html").read_text()
     assert "load_detector" in page and "<h6" in page and "Raises" in page
+
+
+def test_a_broken_link_is_found(tmp_path):
+    (tmp_path / "index.html").write_text('<a href="gone.html">x</a><a href="index.html#nowhere">y</a>')
+    assert broken_links(tmp_path) == [("index.html", "gone.html"), ("index.html", "index.html#nowhere")]
