@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from edge.bundle import BundleError
-from edge.settings import ConfigError, add_runtime_arguments, runtime_from_arguments
+from edge.settings import (
+    LIVE_KEYS,
+    ConfigError,
+    add_runtime_arguments,
+    environment_names,
+    runtime_from_arguments,
+)
 
 
 def _fastest_bundle() -> Path:
@@ -270,10 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="run the device service (HTTP API, jobs, status)",
         description="Run the device service. Settings come from --config (YAML; defaults without it), "
-        "then from EDGE_* environment variables: EDGE_LISTEN, EDGE_BUNDLE, EDGE_TOKEN, EDGE_MEDIA_ROOT, "
-        "EDGE_RESULTS_DIR, EDGE_RESULTS_KEEP_DAYS, EDGE_MAX_STREAMS, EDGE_SELFTEST_ON_START, and "
-        "EDGE_RUNTIME__<KEY>, EDGE_BACKEND__<KEY>, EDGE_DETECTOR__<KEY>, EDGE_ATTRIBUTES__<KEY>, "
-        "EDGE_SOURCE__<KEY> for one key of those tables.",
+        "then from these environment variables, which override the file: "
+        f"{', '.join(environment_names())}. The live settings, which PATCH /api/config and a "
+        f"camera's thresholds change while streams run: {', '.join(LIVE_KEYS)}.",
     )
     serve.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     serve.set_defaults(func=_serve)

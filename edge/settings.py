@@ -510,11 +510,9 @@ class _Environment(EnvSettingsSource):
 def load_service_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> ServiceSettings:
     """Read the service settings: the YAML file (none: defaults), then the environment.
 
-    Environment overrides: ``EDGE_LISTEN``, ``EDGE_BUNDLE``, ``EDGE_TOKEN``, ``EDGE_TOKEN_FILE``,
-    ``EDGE_MEDIA_ROOT``, ``EDGE_RESULTS_DIR``, ``EDGE_RESULTS_KEEP_DAYS``, ``EDGE_MAX_STREAMS``,
-    ``EDGE_SELFTEST_ON_START``, and one key of a table with a double underscore:
-    ``EDGE_RUNTIME__CONF_TH=0.4``, ``EDGE_BACKEND__THREADS=2``, ``EDGE_ATTRIBUTES__THREADS=1``,
-    ``EDGE_SOURCE__TRANSPORT=udp``. Values of the free-form tables are read as YAML scalars.
+    Environment overrides: the variables of :func:`environment_names`, one key of a table
+    after a double underscore (``EDGE_RUNTIME__CONF_TH=0.4``, ``EDGE_BACKEND__THREADS=2``).
+    Values of the free-form tables are read as YAML scalars.
 
     Raises
     ------
@@ -548,14 +546,34 @@ def load_service_settings(path: Path | None, environ: Mapping[str, str] | None =
         raise ConfigError(describe(e, env_names)) from None
 
 
+_MODELS: dict[str, type[BaseModel]] = {"runtime": RuntimeSettings, "mqtt": MqttSettings}
+"""The tables of the service settings whose keys are fields of their own model."""
+
+
+def environment_names() -> list[str]:
+    """Return every ``EDGE_*`` variable ``edge serve`` reads, in the settings' order.
+
+    One per setting (``EDGE_LISTEN``), one per key of a typed table
+    (``EDGE_RUNTIME__CONF_TH``, ``EDGE_MQTT__HOST``), and ``EDGE_<TABLE>__<KEY>`` for a
+    free-form table (``EDGE_BACKEND__THREADS``); cameras are set in the file only.
+    """
+    names = []
+    for key in ServiceSettings.model_fields:
+        if key in _MODELS:
+            names += [f"EDGE_{key.upper()}__{sub.upper()}" for sub in _MODELS[key].model_fields
+                      if (key, sub) != ("runtime", "threads")]  # the service's is backend.threads
+        elif key != "cameras":
+            names.append(f"EDGE_{key.upper()}__<KEY>" if key in _TABLES else f"EDGE_{key.upper()}")
+    return names
+
+
 def _check_names(environ: Mapping[str, str]) -> None:
     fields = ServiceSettings.model_fields
-    models = {"runtime": RuntimeSettings, "mqtt": MqttSettings}  # the tables with fields of their own
     for name in environ:
         key, _, sub = name[len("EDGE_"):].lower().partition("__")
-        nested = key in _TABLES or key in models
+        nested = key in _TABLES or key in _MODELS
         known = key in fields and key != "cameras" and (bool(sub) == nested) and (
-            key not in models or sub in models[key].model_fields)
+            key not in _MODELS or sub in _MODELS[key].model_fields)
         if not known:
             raise ConfigError(f"{name}: unknown setting (see `edge serve --help`)")
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from edge.service.state import source_options
-from edge.settings import ConfigError, RuntimeSettings, ServiceSettings, load_service_settings
+from edge.settings import (
+    LIVE_KEYS,
+    ConfigError,
+    RuntimeSettings,
+    ServiceSettings,
+    environment_names,
+    load_service_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "edge" / "service" / "config.example.yaml"
@@ -46,6 +53,31 @@ def test_an_older_configuration_with_retention_seconds_still_loads(tmp_path):
     assert config.runtime.retention_seconds == 120
     with pytest.raises(ConfigError, match="retention_seconds"):
         load_service_settings(write(tmp_path, "runtime: {retention_seconds: -1}"), {})
+
+
+def test_every_environment_variable_edge_serve_help_lists_is_read(tmp_path):
+    # The list is generated from the settings; each of its variables reaches its setting.
+    names = environment_names()
+    assert {"EDGE_TOKEN_FILE", "EDGE_MQTT__HOST", "EDGE_RUNTIME__CONF_TH", "EDGE_BACKEND__<KEY>"} <= {*names}
+    assert not any(n.startswith("EDGE_CAMERAS") for n in names)
+    secret = write(tmp_path, "s3cret")
+    values = {"EDGE_LISTEN": "127.0.0.1:9", "EDGE_TOKEN_FILE": str(secret), "EDGE_RUNTIME__TRACKER": "sort",
+              "EDGE_MQTT__PASSWORD_FILE": str(secret), "EDGE_MQTT__CA_FILE": str(secret),
+              "EDGE_RUNTIME__ATTRIBUTES": "false", "EDGE_SELFTEST_ON_START": "false", "EDGE_MQTT__TLS": "true",
+              **{f"EDGE_RUNTIME__{k}": "0.5" for k in ("CONF_TH", "IOU_TH", "ATTR_MIN_CONFIDENCE")}}
+    defaults = load_service_settings(None, {"EDGE_MQTT__HOST": "broker"}).model_dump()
+    for name in names:
+        env = {"EDGE_MQTT__HOST": "broker", name.replace("<KEY>", "THREADS"): values.get(name, "2")}
+        loaded = load_service_settings(None, env).model_dump()
+        table, _, key = name.removeprefix("EDGE_").lower().replace("<key>", "threads").partition("__")
+        if key:
+            loaded, defaults_of = loaded[table], defaults[table]
+        else:
+            key, defaults_of = table, defaults
+        assert loaded[key] != defaults_of.get(key), f"{name} did not reach its setting"
+    help_text = subprocess.run([sys.executable, "-m", "edge.cli", "serve", "--help"], capture_output=True,
+                               text=True, check=True, env={**os.environ, "COLUMNS": "1000"}).stdout
+    assert all(name in help_text for name in names) and all(key in help_text for key in LIVE_KEYS)
 
 
 def test_environment_overrides_the_file(tmp_path):
