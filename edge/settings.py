@@ -58,6 +58,12 @@ def _not_negative(value: float) -> float:
     return value
 
 
+def _positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be above 0, got {value}")
+    return value
+
+
 def _positive_count(value: int) -> int:
     if value < 1:
         raise ValueError(f"must be at least 1, got {value}")
@@ -82,6 +88,7 @@ UNKNOWN_CHOICE = "unknown_choice"
 UnitInterval = Annotated[float, AfterValidator(_unit_interval)]
 Seconds = Annotated[float, AfterValidator(_not_negative)]
 Count = Annotated[int, AfterValidator(_positive_count)]
+Rate = Annotated[float, AfterValidator(_positive)]
 LIVE = {"live": True}
 """Marks a field that ``PATCH /api/config`` may change while streams run."""
 
@@ -133,6 +140,10 @@ class RuntimeSettings(PolicySettings):
     threads : int or None
         Threads of the detector's backend (CPU backends); None leaves it to the backend,
         which takes every core, so ``edge run`` on a host gets the speed the machine has.
+    detect_fps : float or None
+        Detect at most this many frames a second of the source's time; the frames between
+        are skipped before any pre-processing, and the tracker is told the detection rate.
+        None detects every frame the stream loop can take.
     attributes : bool
         Run the attribute process.
     attribute_threads : int
@@ -152,6 +163,7 @@ class RuntimeSettings(PolicySettings):
     tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
         DEFAULT_TRACKER, description="ocsort (default), bytetrack, sort; sfsort, boxmot-bytetrack (BoxMOT)")
     threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
+    detect_fps: Rate | None = Field(None, description="most frames detected a second (default: every one)")
     attributes: bool = Field(True, description="run the attribute process")
     attribute_threads: Count = Field(1, description="attribute model threads (in its own process)")
     retention_seconds: Seconds = Field(

@@ -19,7 +19,7 @@ from edge.runtime.models import load_detector
 from edge.runtime.pipeline import FrameResult
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import open_source
-from edge.runtime.stream import StreamLoop, StreamModels
+from edge.runtime.stream import DetectionPace, StreamLoop, StreamModels
 from edge.service.live import LiveSettings
 from edge.settings import RuntimeSettings
 
@@ -168,3 +168,39 @@ def test_in_flight_results_equal_the_serial_ones_frame_by_frame(bundle_dir, clip
     assert sum(len(r["detections"]) for r in serial) >= 3 * FRAMES
     assert kept.results == serial
     backend.close()
+
+
+@pytest.mark.parametrize(("source_fps", "fps", "jitter", "expected"), [
+    (25.0, 5.0, 0.0, 50), (25.0, 5.0, 0.008, 50), (10.0, 3.0, 0.0, 30), (4.0, 5.0, 0.0, 40),
+    (25.0, None, 0.0, 250)])
+def test_the_detection_pace_keeps_to_its_rate_by_the_frames_own_time(source_fps, fps, jitter, expected):
+    # Ten seconds of a source; a live one's frames arrive up to 8 ms early or late.
+    rng = np.random.default_rng(0)
+    pace = DetectionPace(fps)
+    count = round(10 * source_fps)
+    times = np.arange(count) / source_fps + rng.uniform(-jitter, jitter, count)
+    taken = [t for t in times if pace.take(float(t), source_fps)]
+    assert abs(len(taken) - expected) <= 1, len(taken)
+    if fps is not None and fps < source_fps:
+        least = 1 / fps - 1 / source_fps - 2 * jitter - 1e-9
+        assert np.diff(taken).min() >= least, "never two detections within one period"
+
+
+def test_edge_run_at_a_detection_rate_detects_that_rate_and_keeps_the_tracks(bundle_dir, clip):
+    # The clip is 10 fps: at 5 a second every other frame is detected, the frames between
+    # skipped before pre-processing, and the persons keep their tracks across the gaps.
+    detector = load_detector(load_bundle(bundle_dir), {"threads": 2})
+    runs = {}
+    for fps in (None, 5.0):
+        settings = RuntimeSettings(attributes=False, detect_fps=fps)
+        kept = _Keep(detector.backend)
+        detector.backend.submitted = 0
+        with open_source(str(clip)) as source:
+            loop = StreamLoop(source, lambda: StreamModels(detector), lambda s=settings: s, [kept])
+            loop.run(max_frames=60)
+        runs[fps] = kept.results, loop.skipped
+    every, half = runs[None][0], runs[5.0][0]
+    assert len(every) == 60 and runs[None][1] == 0
+    assert len(half) == 30 and runs[5.0][1] == 30 and [r["frame"] for r in half] == list(range(0, 60, 2))
+    tracks = [{d["track_id"] for r in results for d in r["detections"]} for results in (every, half)]
+    assert 0 < len(tracks[1]) <= len(tracks[0]) + 2, f"tracks broke across the skipped frames: {tracks}"

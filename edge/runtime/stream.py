@@ -14,6 +14,11 @@ Each frame is finished with one frozen settings snapshot, read when it is finish
 a live change reaches the detector's thresholds, the tracker and the send policy on the
 same frame, and nothing is written into shared objects.
 
+With ``detect_fps`` in the settings, the loop detects at most that many frames a second of
+the source's own time (:class:`DetectionPace`): the frames between are counted as
+skipped and dropped before any pre-processing, and the tracker is made for the rate it
+is fed at, so its lost-track timeouts stay in seconds.
+
 Models can change between two frames (a reload): the loop asks for them at each
 frame, and when they are new it finishes the frames in flight on the old ones first,
 then releases them.
@@ -51,6 +56,35 @@ class StreamModels:
     detector: Detector
     attributes: AttributeLink | None = None
     release: Callable[[], None] = field(default=lambda: None, compare=False)
+
+
+class DetectionPace:
+    """Pick the frames to detect at a chosen rate, by the frames' own timestamps.
+
+    A frame is taken once a period has passed since the last frame taken, less half a
+    frame of the source (a live frame arriving a little early is on time, else jitter
+    would halve the rate); a source slower than the rate has every frame taken.
+
+    Parameters
+    ----------
+    fps : float or None
+        Frames a second to detect; None takes every frame.
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        self.fps = fps
+        self._due: float | None = None
+
+    def take(self, timestamp: float, source_fps: float) -> bool:
+        """Say whether the frame at ``timestamp`` (seconds) is detected."""
+        if self.fps is None:
+            return True
+        period = 1.0 / self.fps
+        if self._due is not None and timestamp < self._due - 0.5 / source_fps:
+            return False
+        on_time = self._due is not None and timestamp - self._due < period
+        self._due = (self._due if on_time else timestamp) + period
+        return True
 
 
 @dataclass
@@ -96,12 +130,15 @@ class StreamLoop:
         self._on_error = on_error
         self.frames = 0
         """Frames finished and taken by every sink."""
+        self.skipped = 0
+        """Frames read and not detected, to keep to ``detect_fps``."""
         self.pipeline = Pipeline(self._make_tracker)
 
     def _make_tracker(self, size: tuple[int, int]):  # noqa: ANN202 - a Tracker
         # Called at the first frame: a live source knows its frame rate only then.
         settings = self._settings()
-        return make_tracker(settings.tracker, self.source.fps, size, conf_th=settings.conf_th)
+        fps = min(self.source.fps, settings.detect_fps or self.source.fps)
+        return make_tracker(settings.tracker, fps, size, conf_th=settings.conf_th)
 
     def run(self, stop: Callable[[], bool] = lambda: False, max_frames: int | None = None) -> None:
         """Process frames until the source ends, ``stop()`` is true or ``max_frames`` are read.
@@ -111,11 +148,15 @@ class StreamLoop:
         in_flight: deque[_InFlight] = deque()
         models: StreamModels | None = None
         ok, read = False, 0
+        pace = DetectionPace(self._settings().detect_fps)
         try:
             for frame in self.source:
                 if stop() or (max_frames is not None and read >= max_frames):
                     break
                 read += 1
+                if not pace.take(frame.timestamp, self.source.fps):
+                    self.skipped += 1
+                    continue
                 latest = self._models()
                 if latest is not models:
                     self._drain(in_flight)
