@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edge.errors import describe
+
 T = TypeVar("T")
 
 
@@ -86,9 +88,7 @@ class Registry(Generic[T]):
         try:
             return cls.Options.model_validate(dict(values or {}))
         except ValidationError as e:
-            from edge.settings import describe
-
-            raise self._error(f"{owner} options: {describe(e)}") from None
+            raise self._error(f"{owner} options: {describe(e, cls.Options)}") from None
 
     def _discover(self) -> None:
         package = importlib.import_module(self._package)

@@ -11,7 +11,7 @@
   (pydantic-settings: prefix ``EDGE_``, ``__`` between a table and its key).
 
 Errors name the setting and say what is wrong (:class:`ConfigError`), as a person
-would write them, not as pydantic lists them.
+would write them, not as pydantic lists them (:func:`edge.errors.describe`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from edge.errors import UNKNOWN_CHOICE, describe
 from edge.runtime.trackers.base import DEFAULT_TRACKER
 
 
@@ -83,8 +84,6 @@ def _known_tracker(name: str) -> str:
     return name
 
 
-UNKNOWN_CHOICE = "unknown_choice"
-"""The pydantic error type of a name outside a fixed list (a tracker...)."""
 UnitInterval = Annotated[float, AfterValidator(_unit_interval)]
 Seconds = Annotated[float, AfterValidator(_not_negative)]
 Count = Annotated[int, AfterValidator(_positive_count)]
@@ -555,7 +554,7 @@ def load_service_settings(path: Path | None, environ: Mapping[str, str] | None =
         return ServiceSettings.model_validate(merged)
     except ValidationError as e:
         env_names = {key: f"EDGE_{key.upper()}" for key in from_env if not isinstance(from_env[key], dict)}
-        raise ConfigError(describe(e, env_names)) from None
+        raise ConfigError(describe(e, ServiceSettings, names=env_names, whole="the configuration")) from None
 
 
 _MODELS: dict[str, type[BaseModel]] = {"runtime": RuntimeSettings, "mqtt": MqttSettings}
@@ -595,37 +594,4 @@ def validated(model: type[BaseModel], values: Mapping[str, Any]) -> Any:
     try:
         return model.model_validate(dict(values))
     except ValidationError as e:
-        raise ConfigError(describe(e)) from None
-
-
-_TYPE_NAMES = {"float": "float", "int": "int", "bool": "bool", "string": "str", "dict": "dict"}
-
-
-def describe(error: ValidationError, env_names: Mapping[str, str] | None = None) -> str:
-    """Turn pydantic's errors into our sentences: ``conf_th must be within [0, 1], got 2``.
-
-    ``env_names`` maps a top-level field to the environment variable its value came
-    from, so that a bad value is named as the user wrote it.
-    """
-    env_names = env_names or {}
-    unknown = [".".join(map(str, e["loc"])) for e in error.errors() if e["type"] == "extra_forbidden"]
-    if unknown:
-        return f"unknown setting(s): {', '.join(sorted(unknown))}"
-    messages = []
-    for e in error.errors():
-        loc = ".".join(str(part) for part in e["loc"])
-        kind = e["type"].split("_")[0]
-        if loc in env_names and kind in ("int", "float"):
-            messages.append(f"{env_names[loc]} must be a number ({kind}), got {e['input']!r}")
-        elif loc in env_names and kind == "bool":
-            messages.append(f"{env_names[loc]} must be true or false, got {e['input']!r}")
-        elif e["type"].endswith(("_type", "_parsing")) and kind in _TYPE_NAMES:
-            messages.append(f"{loc} must be a {_TYPE_NAMES[kind]}, got {e['input']!r}")
-        elif e["type"] == UNKNOWN_CHOICE:
-            messages.append(f"unknown {loc} {e['input']!r} (known: {e['ctx']['known']})")
-        elif e["type"] == "value_error":
-            text = str(e["ctx"]["error"])
-            messages.append(f"{loc}{'' if text[0] in '.:' else ' '}{text}" if loc else text.lstrip(".: "))
-        else:
-            messages.append(f"{loc}: {e['msg']}")
-    return "; ".join(messages)
+        raise ConfigError(describe(e, model)) from None

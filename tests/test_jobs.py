@@ -102,15 +102,15 @@ def records(path: Path) -> list[dict]:
 def test_result_log_pages_filters_and_keeps_the_newest_in_memory(tmp_path):
     log = ResultLog(tmp_path / "job" / "run.jsonl", keep=6)
     for i in range(10):
-        log.append({"stream": i % 2, "frame": i // 2, "wall": 100.0 + i, "detections": []})
+        log.append({"stream": i % 2, "frame": i // 2, "wall": 100.0 + i, "time": i / 20, "detections": []})
     page = log.page(limit=3)
-    assert [r["seq"] for r in page["results"]] == [4, 5, 6]  # 0..3 left memory
-    assert (page["next"], page["more"], page["total"], page["oldest"]) == (6, True, 10, 4)
-    assert [r["seq"] for r in log.page(after=page["next"], limit=3)["results"]] == [7, 8, 9]
-    assert log.page(after=9)["results"] == [] and log.page(after=9)["next"] == 9
-    assert [r["seq"] for r in log.page(stream=1)["results"]] == [5, 7, 9]
-    assert [r["seq"] for r in log.page(stream=0, from_frame=3)["results"]] == [6, 8]
-    assert [r["seq"] for r in log.page(from_time=107.5)["results"]] == [8, 9]
+    assert [r.seq for r in page.results] == [4, 5, 6]  # 0..3 left memory
+    assert (page.next, page.more, page.total, page.oldest) == (6, True, 10, 4)
+    assert [r.seq for r in log.page(after=page.next, limit=3).results] == [7, 8, 9]
+    assert log.page(after=9).results == [] and log.page(after=9).next == 9
+    assert [r.seq for r in log.page(stream=1).results] == [5, 7, 9]
+    assert [r.seq for r in log.page(stream=0, from_frame=3).results] == [6, 8]
+    assert [r.seq for r in log.page(from_time=107.5).results] == [8, 9]
     log.close()
     log.append({"stream": 0, "frame": 99, "wall": 0.0})  # after close: dropped, no error
     assert [r["seq"] for r in records(log.path)] == list(range(10))
@@ -130,9 +130,9 @@ def test_a_file_job_writes_every_frame_in_order_and_ends_with_its_streams(manage
     for stream in (0, 1):
         assert [r["frame"] for r in lines if r["stream"] == stream] == list(range(12))
     assert all(len(r["detections"]) >= 3 for r in lines), "the clip shows several people in every frame"
-    figures = job.describe()["streams"][0]
-    assert figures["state"] == "ended" and figures["frames_processed"] == 12 and figures["errors"] == 0
-    assert figures["inference_ms"]["p50"] > 0
+    figures = job.describe().streams[0]
+    assert figures.state == "ended" and figures.frames_processed == 12 and figures.errors == 0
+    assert figures.inference_ms.p50 > 0
     assert manager.active_streams() == 0
     assert json.loads((manager.results_dir / STATE_FILE).read_text()) == {"jobs": []}
 
@@ -229,14 +229,14 @@ def test_streams_move_to_reloaded_models_and_the_old_ones_close(manager, holder,
     job.wait_closed(30)
     assert counting.submitted >= 2
     tracks = {d["track_id"] for r in records(job.log.path) for d in r["detections"]}
-    assert job.describe()["streams"][0]["errors"] == 0 and len(tracks) >= 3
+    assert job.describe().streams[0].errors == 0 and len(tracks) >= 3
 
 
 def test_live_settings_change_together_or_not_at_all():
     live = LiveSettings(RuntimeSettings())
     before = live.current
     defaults = {key: getattr(RuntimeSettings(), key) for key in LIVE_KEYS}
-    assert live.update({"conf_th": 0.45, "min_live_seconds": 1.5}) == {
+    assert live.update({"conf_th": 0.45, "min_live_seconds": 1.5}).model_dump() == {
         **defaults, "conf_th": 0.45, "min_live_seconds": 1.5,
     }
     now = live.current
@@ -293,8 +293,8 @@ def test_a_stream_whose_frames_keep_failing_is_given_up(manager, holder, models,
     holder.replace(view(models, Broken(models.detector.backend)))
     job = manager.start("broken", [Camera(str(clip))], FAR)
     wait_until(lambda: job.state != "running", "the job to end")
-    stream = job.describe()["streams"][0]
-    assert stream["state"] == "failed" and stream["errors"] == MAX_CONSECUTIVE_ERRORS
-    assert "the accelerator fell over" in stream["last_error"] and job.log.count == 0
+    stream = job.describe().streams[0]
+    assert stream.state == "failed" and stream.errors == MAX_CONSECUTIVE_ERRORS
+    assert "the accelerator fell over" in stream.last_error and job.log.count == 0
     assert job.reason == "every stream ended"
 

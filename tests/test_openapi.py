@@ -1,5 +1,6 @@
 """The API's contract: the OpenAPI document the service serves, checked by openapi-spec-validator,
-real responses checked against it, and schemathesis fuzzing every operation from it.
+every route's real answers checked against it, and schemathesis fuzzing every operation
+from it.
 
 One service for the module (with a token and the attribute process). The fuzzing runs a
 bounded number of examples per operation, positive and negative, with every check of
@@ -86,28 +87,64 @@ def test_the_document_is_valid_openapi_and_documents_every_route(service, docume
     assert public == {"/health", "/ready", "/", "/api/openapi.json"}
 
 
-def test_real_responses_of_a_running_job_conform_to_the_document(service, document):
+class Answers:
+    """Real answers of the service, each checked against what the document says of its operation."""
+
+    def __init__(self, service: EdgeService, document: dict[str, Any]) -> None:
+        self._service, self._document = service, document
+        self.operations: set[str] = set()
+
+    def __call__(self, operation: str, path: str = "", status: int = 200, **kwargs: Any) -> requests.Response:
+        """Send ``operation`` (``GET /api/inference/{job_id}``) to ``path`` (its own by default)."""
+        method, template = operation.split(" ", 1)
+        response = self._service.request(method, path or template, **kwargs)
+        assert response.status_code == status, (operation, response.text)
+        documented = self._document["paths"][template][method.lower()]["responses"]
+        (media, content), = documented[str(status)]["content"].items()
+        assert response.headers["Content-Type"].split(";")[0] == media.split(";")[0], operation
+        if media == "application/json":
+            schema = {**content["schema"], "components": self._document["components"]}
+            jsonschema.Draft202012Validator(schema).validate(response.json())
+        else:
+            assert response.content, operation
+        self.operations.add(operation)
+        return response
+
+
+def test_every_route_answers_as_the_document_says(service, document):
+    answer = Answers(service, document)
     body = {"cameraUrls": [{"video": "vtest.avi", "realtime": True}], "endTime": time.time() + 60}
     conforms(document, "JobRequest", body)
-    conforms(document, "Job", service.json("POST", "/api/inference/real", json=body))
+    answer("POST /api/inference/{job_id}", "/api/inference/real", json=body)
     wait_until(lambda: service.job("real")["results"]["count"] >= 3, "results")
-    conforms(document, "Job", service.job("real"))
-    conforms(document, "JobList", service.json("GET", "/api/inference"))
-    conforms(document, "ResultsPage", service.json("GET", "/api/inference/real/results"))
-    assert service.json("GET", "/api/inference/real/results", params={"from_time": "1e9"})["results"], \
+    answer("GET /api/inference/{job_id}", "/api/inference/real")
+    answer("GET /api/inference")
+    answer("GET /api/inference/{job_id}/results", "/api/inference/real/results")
+    assert answer("GET /api/inference/{job_id}/results", "/api/inference/real/results",
+                  params={"from_time": "1e9"}).json()["results"], \
         "a Unix time as the document has it (a number, in any JSON notation)"
-    conforms(document, "Status", service.json("GET", "/status"))
-    conforms(document, "LiveValues", service.json("GET", "/api/config"))
-    conforms(document, "Ready", service.json("GET", "/ready"))
-    conforms(document, "Health", service.json("GET", "/health"))
-    conforms(document, "Job", service.json("DELETE", "/api/inference/real"))
-    conforms(document, "CameraList", service.json("GET", "/api/cameras"))
-    conforms(document, "StandingCamera", service.json("POST", "/api/cameras/lobby/start"))
+    answer("GET /api/streams/{stream_id}/snapshot.jpg", "/api/streams/real.0/snapshot.jpg")
+    answer("GET /api/streams/{stream_id}/recent.webm", "/api/streams/real.0/recent.webm")
+    answer("GET /status")
+    answer("GET /metrics")
+    settings = answer("GET /api/config").json()
+    answer("PATCH /api/config", json=settings)
+    answer("GET /ready", token="")
+    answer("GET /health", token="")
+    answer("GET /", token="")
+    answer("GET /api/openapi.json", token="")
+    answer("DELETE /api/inference/{job_id}", "/api/inference/real")
+    answer("GET /api/cameras")
+    answer("POST /api/cameras/{name}/start", "/api/cameras/lobby/start")
     wait_until(lambda: service.json("GET", "/api/cameras/lobby")["results"]["count"] >= 2, "camera results")
-    conforms(document, "Status", service.json("GET", "/status"))
-    conforms(document, "CameraResultsPage", service.json("GET", "/api/cameras/lobby/results"))
-    conforms(document, "StandingCamera", service.json("POST", "/api/cameras/lobby/stop"))
-    conforms(document, "Error", service.json("GET", "/api/inference/none", status=404))
+    answer("GET /api/cameras/{name}", "/api/cameras/lobby")
+    answer("GET /status")
+    answer("GET /api/cameras/{name}/results", "/api/cameras/lobby/results")
+    answer("POST /api/cameras/{name}/stop", "/api/cameras/lobby/stop")
+    answer("POST /api/models/reload")
+    answer("GET /api/inference/{job_id}", "/api/inference/none", status=404)
+    documented = {f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item}
+    assert answer.operations == documented, "every route's answer checked"
     with pytest.raises(jsonschema.ValidationError):
         conforms(document, "Job", {**service.job("real"), "surprise": 1})
 

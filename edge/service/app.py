@@ -44,10 +44,12 @@ from importlib.resources import files
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 from edge.runtime.sources import SourceError
 from edge.service import metrics, openapi, validation
+from edge.service import responses as r
 from edge.service.jobs import CapacityExceeded, JobConflict, JobNotFound
 from edge.service.state import Service
 from edge.service.streams import StreamRunner
@@ -66,8 +68,15 @@ _ERRORS: dict[type[Exception], int] = {
 }
 
 
-def _error(message: str, status: int) -> tuple[Response, int]:
-    return jsonify(error=message), status
+def answer(model: BaseModel, status: int = 200) -> Response:
+    """Return a response model as the JSON answer: its fields in their order, by their API names."""
+    response = jsonify(model.model_dump(mode="json", by_alias=True))
+    response.status_code = status
+    return response
+
+
+def _error(message: str, status: int) -> Response:
+    return answer(r.Error(error=message), status)
 
 
 def create_app(service: Service) -> Flask:
@@ -77,9 +86,9 @@ def create_app(service: Service) -> Flask:
     app.json.sort_keys = False  # keep the documented field order
     _install_guards(app, service.config.token)
     _install_routes(app, service)
-    spec: dict[str, Any] = {}  # of every route, this one's too
-    app.add_url_rule("/api/openapi.json", "openapi", lambda: jsonify(spec), methods=["GET"])
-    spec.update(openapi.document(app, secured=bool(service.config.token)))
+    spec: list[r.OpenApiDocument] = []  # made once every route is added, this one too
+    app.add_url_rule("/api/openapi.json", "openapi", lambda: answer(spec[0]), methods=["GET"])
+    spec.append(openapi.document(app, secured=bool(service.config.token)))
     return app
 
 
@@ -98,9 +107,9 @@ def _install_guards(app: Flask, token: str) -> None:
             return None
         if hmac.compare_digest(_digest(request.headers.get("Authorization", "")), expected):
             return None
-        response, status = _error("a bearer token is required (Authorization: Bearer <token>)", 401)
+        response = _error("a bearer token is required (Authorization: Bearer <token>)", 401)
         response.headers["WWW-Authenticate"] = 'Bearer realm="edge"'
-        return response, status
+        return response
 
     @app.errorhandler(RequestError)
     def refused(e: RequestError) -> Any:
@@ -122,16 +131,16 @@ def _install_guards(app: Flask, token: str) -> None:
 def _install_routes(app: Flask, service: Service) -> None:
     @app.get("/health")
     def health() -> Any:
-        return jsonify(status="ok", uptime_s=round(time.time() - service.device.started, 1))
+        return answer(r.Health(status="ok", uptime_s=round(time.time() - service.device.started, 1)))
 
     @app.get("/ready")
     def ready() -> Any:
         ok, reasons = service.readiness()
-        return jsonify(ready=ok, reasons=reasons), 200 if ok else 503
+        return answer(r.Ready(ready=ok, reasons=reasons), 200 if ok else 503)
 
     @app.get("/status")
     def status() -> Any:
-        return jsonify(service.status())
+        return answer(service.status())
 
     @app.get("/metrics")
     def prometheus() -> Any:
@@ -144,64 +153,65 @@ def _install_routes(app: Flask, service: Service) -> None:
 
     @app.get("/api/inference")
     def list_jobs() -> Any:
-        return jsonify(jobs=[j.describe() for j in service.jobs.jobs()])
+        return answer(r.JobList(jobs=[j.describe() for j in service.jobs.jobs()]))
 
     @app.post("/api/inference/<job_id>")
     def start_job(job_id: str) -> Any:
         validation.job_id(job_id)
         body = validation.parse_json(request.get_data(cache=False))
-        return jsonify(service.start_job(job_id, body).describe())
+        return answer(service.start_job(job_id, body).describe())
 
     @app.get("/api/inference/<job_id>")
     def get_job(job_id: str) -> Any:
-        return jsonify(service.jobs.get(validation.job_id(job_id)).describe())
+        return answer(service.jobs.get(validation.job_id(job_id)).describe())
 
     @app.delete("/api/inference/<job_id>")
     def stop_job(job_id: str) -> Any:
-        return jsonify(service.jobs.stop(validation.job_id(job_id)).describe())
+        return answer(service.jobs.stop(validation.job_id(job_id)).describe())
 
     @app.get("/api/inference/<job_id>/results")
     def results(job_id: str) -> Any:
         query = validation.results_query(request.args)
         job = service.jobs.get(validation.job_id(job_id))
-        return jsonify(id=job.id, state=job.state, **job.log.page(**query))
+        return answer(r.ResultsPage(id=job.id, state=job.state, **dict(job.log.page(**dict(query)))))
 
     @app.get("/api/cameras")
     def list_cameras() -> Any:
-        return jsonify(cameras=service.jobs.cameras())
+        return answer(r.CameraList(cameras=service.jobs.cameras()))
 
     @app.get("/api/cameras/<name>")
     def get_camera(name: str) -> Any:
-        return jsonify(service.jobs.describe_camera(validation.job_id(name, "camera")))
+        return answer(service.jobs.describe_camera(validation.job_id(name, "camera")))
 
     @app.post("/api/cameras/<name>/start")
     def start_camera(name: str) -> Any:
         validation.no_body(request.get_data(cache=False))
-        return jsonify(service.start_camera(name))
+        return answer(service.start_camera(name))
 
     @app.post("/api/cameras/<name>/stop")
     def stop_camera(name: str) -> Any:
         validation.no_body(request.get_data(cache=False))
-        return jsonify(service.stop_camera(name))
+        return answer(service.stop_camera(name))
 
     @app.get("/api/cameras/<name>/results")
     def camera_results(name: str) -> Any:
         query = validation.results_query(request.args)
         camera = service.jobs.describe_camera(validation.job_id(name, "camera"))
-        return jsonify(id=name, state=camera["state"], **service.jobs.camera_log(name).page(**query))
+        page = service.jobs.camera_log(name).page(**dict(query))
+        return answer(r.CameraResultsPage(id=name, state=camera.state, **dict(page)))
 
     @app.get("/api/config")
     def get_config() -> Any:
-        return jsonify(service.settings.values())
+        return answer(service.settings.values())
 
     @app.patch("/api/config")
     def change_config() -> Any:
-        return jsonify(service.change_settings(validation.parse_json(request.get_data(cache=False))))
+        return answer(service.change_settings(validation.parse_json(request.get_data(cache=False))))
 
     @app.post("/api/models/reload")
     def reload() -> Any:
         validation.no_body(request.get_data(cache=False))
-        return jsonify(service.reload())
+        return answer(service.reload())
 
     def stream_media(stream_id: str, media: Callable[[StreamRunner], bytes | None], content_type: str) -> Any:
         """Answer what ``media`` makes of a stream, or 404 for no stream or no frame yet."""

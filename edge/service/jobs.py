@@ -41,6 +41,7 @@ from pydantic_core import PydanticCustomError
 from edge.bundle import write_json_atomic
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import Source, SourceOptions, Transport, open_source, redact
+from edge.service import responses
 from edge.service.live import LiveSettings, ModelHolder
 from edge.service.results import ResultLog, next_daily_seq, repair
 from edge.service.streams import StreamRunner
@@ -163,18 +164,18 @@ class Job:
         self.log = log
         self._closer: threading.Thread | None = None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> responses.Job:
         """Return the job as ``GET /api/inference/<id>`` shows it."""
-        return {
-            "id": self.id,
-            "state": self.state,
-            "reason": self.reason,
-            "endTime": self.end_time,
-            "started": round(self.started, 3),
-            "finished": round(self.finished, 3) if self.finished else None,
-            "results": self.log.stats(),
-            "streams": [s.figures() for s in self.streams],
-        }
+        return responses.Job(
+            id=self.id,
+            state=self.state,
+            reason=self.reason,
+            endTime=self.end_time,
+            started=round(self.started, 3),
+            finished=round(self.finished, 3) if self.finished else None,
+            results=self.log.stats(),
+            streams=[s.figures() for s in self.streams],
+        )
 
     def end(self, state: str, reason: str) -> None:
         """Close the results, so that they are final from now on, and stop the streams.
@@ -345,11 +346,11 @@ class JobManager:
                 job.end("stopped", "stopped by request")
         return job
 
-    def cameras(self) -> list[dict[str, Any]]:
+    def cameras(self) -> list[responses.StandingCamera]:
         """Return each standing camera as ``/status`` and ``GET /api/cameras`` show it."""
         return [self.describe_camera(name) for name in self._cameras]
 
-    def describe_camera(self, name: str) -> dict[str, Any]:
+    def describe_camera(self, name: str) -> responses.StandingCamera:
         """Return one standing camera: its configuration, state, results and stream.
 
         Raises
@@ -359,18 +360,18 @@ class JobManager:
         standing = self._camera(name)
         with self._lock:
             job = self._standing.get(name)
-        return {
-            "name": name,
-            "video": redact(standing.camera.video),
-            "enabled": standing.enabled,
-            "thresholds": dict(standing.thresholds),
-            "state": job.state if job is not None else "stopped",
-            "reason": self._camera_errors.get(name) or (
+        return responses.StandingCamera(
+            name=name,
+            video=redact(standing.camera.video),
+            enabled=standing.enabled,
+            thresholds=dict(standing.thresholds),
+            state=job.state if job is not None else "stopped",
+            reason=self._camera_errors.get(name) or (
                 job.reason if job is not None else "not started" if standing.enabled else "disabled"),
-            "started": round(job.started, 3) if job is not None else None,
-            "results": job.log.stats() if job is not None else None,
-            "stream": job.streams[0].figures() if job is not None else None,
-        }
+            started=round(job.started, 3) if job is not None else None,
+            results=job.log.stats() if job is not None else None,
+            stream=job.streams[0].figures() if job is not None else None,
+        )
 
     def camera_log(self, name: str) -> ResultLog:
         """Return a standing camera's results.

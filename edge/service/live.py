@@ -25,6 +25,7 @@ from edge.runtime.detector import Detector
 from edge.runtime.golden import GoldenReport, run_selftest
 from edge.runtime.models import load_detector, model_options, model_precision, start_attribute_worker
 from edge.service.attribute_hub import AttributeHub
+from edge.service.responses import LiveValues
 from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class LiveSettings:
         """The snapshot a frame should use now."""
         return self._current
 
-    def update(self, changes: Mapping[str, float]) -> dict[str, float]:
+    def update(self, changes: Mapping[str, float]) -> LiveValues:
         """Validate changes to the live keys and apply them together; return their values now.
 
         Raises
@@ -65,10 +66,10 @@ class LiveSettings:
             self._current = self._current.changed(changes)
             return self.values()
 
-    def values(self) -> dict[str, float]:
+    def values(self) -> LiveValues:
         """Return the live settings' current values."""
         current = self._current
-        return {key: getattr(current, key) for key in LIVE_KEYS}
+        return LiveValues(**{key: getattr(current, key) for key in LIVE_KEYS})
 
     def view(self, own: Mapping[str, Any] | None = None) -> Callable[[], RuntimeSettings]:
         """Return what a stream reads its snapshot from: the current one, ``own`` values over it.

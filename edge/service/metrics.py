@@ -1,6 +1,7 @@
 """``/metrics``: the figures of ``/status`` in Prometheus' text format.
 
-Built from the same status dictionary at each scrape, so both always agree. Streams are
+Built from the same status answer (:class:`~edge.service.responses.Status`) at each
+scrape, so both always agree. Streams are
 labelled ``job`` and ``stream`` (``<job>.<index>``); a standing camera's ``job`` is its
 name (jobs and cameras share names) and its stream ``<name>.0``.
 """
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from edge.runtime.sources import SourceState
+from edge.service.responses import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -175,8 +177,8 @@ class _StatusCollector:
         yield from _device(status["device"])
 
 
-def render(status: dict[str, Any]) -> bytes:
+def render(status: Status) -> bytes:
     """Return ``status`` (from :meth:`edge.service.state.Service.status`) as Prometheus text."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatusCollector(status))  # type: ignore[arg-type]  # a duck-typed collector
+    registry.register(_StatusCollector(status.model_dump()))  # type: ignore[arg-type]  # a duck-typed collector
     return generate_latest(registry)

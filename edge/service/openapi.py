@@ -1,16 +1,18 @@
 """The OpenAPI 3.1 document of the HTTP API, generated from the models and the routes.
 
 Request bodies are the models requests are validated with (:class:`~edge.service.
-validation.JobRequest`, :data:`~edge.service.validation.ConfigChange`); responses are
-the models of :mod:`edge.service.responses`; their JSON schemas come from pydantic
-(``models_json_schema``) as the document's components. The paths are the Flask app's
-own rules: each route's method must have an entry in :data:`OPERATIONS`, or building
-the document fails, so no route goes undocumented. ``GET /api/openapi.json`` serves it.
+validation.JobRequest`, :data:`~edge.service.validation.ConfigChange`), and so are the
+results routes' query parameters (:class:`~edge.service.validation.ResultsQuery`);
+responses are the models of :mod:`edge.service.responses`, those the routes answer with;
+their JSON schemas come from pydantic (``models_json_schema``) as the document's
+components. The paths are the Flask app's own rules: each route's method must have an
+entry in :data:`OPERATIONS`, or building the document fails, so no route goes
+undocumented. ``GET /api/openapi.json`` serves it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -24,7 +26,6 @@ from edge.service.jobs import JOB_ID
 from edge.service.metrics import CONTENT_TYPE as METRICS_TYPE
 
 COMPONENTS = "#/components/schemas/{model}"
-_INT_MAX = 10**15 - 1  # validation's integers have at most 15 digits
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class Operation:
         Status code -> a response model (JSON) or a media type (anything else).
     body : model, optional
         The JSON request body's model.
-    query : list of dict
-        OpenAPI query parameters.
+    query : model, optional
+        The model of the query parameters: one parameter per field.
     public : bool
         Needs no token.
     """
@@ -47,24 +48,10 @@ class Operation:
     summary: str
     answers: dict[int, Any]
     body: Any = None
-    query: list[dict[str, Any]] = field(default_factory=list)
+    query: type[BaseModel] | None = None
     public: bool = False
 
 
-def _integer(name: str, least: int, description: str, most: int = _INT_MAX) -> dict[str, Any]:
-    schema = {"type": "integer", "minimum": least, "maximum": most}
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-RESULTS_QUERY = [
-    _integer("after", -1, "only records with a greater seq (the previous page's `next`)"),
-    _integer("limit", 1, "the most records returned (100 by default)", v.MAX_PAGE),
-    _integer("stream", 0, "only this stream's records (its index in cameraUrls)"),
-    _integer("from_frame", 0, "only frames from this number on"),
-    {"name": "from_time", "in": "query", "required": False,
-     "description": "only records processed from this Unix time on",
-     "schema": {"type": "number", "minimum": -v.MAX_END_TIME, "maximum": v.MAX_END_TIME}},
-]
 _JOB = {404: r.Error}
 _BODY = {400: r.Error, 413: r.Error}
 
@@ -84,7 +71,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("get_job", "GET"): Operation("A job: its state, streams and results file", {200: r.Job, **_JOB}),
     ("stop_job", "DELETE"): Operation("Stop a job (a finished one is left as it is)", {200: r.Job, **_JOB}),
     ("results", "GET"): Operation("A job's results kept in memory, paged", {200: r.ResultsPage, **_JOB},
-                                  query=RESULTS_QUERY),
+                                  query=v.ResultsQuery),
     ("list_cameras", "GET"): Operation("The standing cameras", {200: r.CameraList}),
     ("get_camera", "GET"): Operation("A standing camera: its state, stream and results file",
                                      {200: r.StandingCamera, **_JOB}),
@@ -94,7 +81,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("stop_camera", "POST"): Operation("Stop a standing camera", {200: r.StandingCamera, **_JOB, **_BODY}),
     ("camera_results", "GET"): Operation(
         "A standing camera's results kept in memory, paged (since the service started)",
-        {200: r.CameraResultsPage, **_JOB}, query=RESULTS_QUERY),
+        {200: r.CameraResultsPage, **_JOB}, query=v.ResultsQuery),
     ("get_config", "GET"): Operation("The live settings", {200: r.LiveValues}),
     ("change_config", "PATCH"): Operation("Change live settings, from the next frame on",
                                           {200: r.LiveValues, **_BODY}, body=v.ConfigChange),
@@ -113,7 +100,7 @@ _PATH_PARAMETERS = {
 }
 
 
-def document(app: Flask, secured: bool) -> dict[str, Any]:
+def document(app: Flask, secured: bool) -> r.OpenApiDocument:
     """Return the OpenAPI document of ``app``'s routes.
 
     Parameters
@@ -140,16 +127,16 @@ def document(app: Flask, secured: bool) -> dict[str, Any]:
                 raise KeyError(f"{method} {rule.rule} ({rule.endpoint}) is not described in OPERATIONS")
             paths.setdefault(path, {})[method.lower()] = _operation(
                 rule.endpoint, operation, sorted(rule.arguments), refs, secured)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "silhouette-edge device service", "version": _version(),
-                 "description": "Jobs of video streams on an edge device: person detection, tracking "
-                                "and attributes; health, status, metrics and control."},
-        "servers": [{"url": "/"}],
-        "paths": paths,
-        "components": {"schemas": components,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    }
+    return r.OpenApiDocument(
+        openapi="3.1.0",
+        info={"title": "silhouette-edge device service", "version": _version(),
+              "description": "Jobs of video streams on an edge device: person detection, tracking "
+                             "and attributes; health, status, metrics and control."},
+        servers=[{"url": "/"}],
+        paths=paths,
+        components={"schemas": components,
+                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    )
 
 
 def _operation(endpoint: str, op: Operation, arguments: list[str], refs: dict[Any, str],
@@ -164,13 +151,29 @@ def _operation(endpoint: str, op: Operation, arguments: list[str], refs: dict[An
                    "description": _PATH_PARAMETERS[name]["description"],
                    "schema": {"type": "string", "pattern": _PATH_PARAMETERS[name]["pattern"]}}
                   for name in arguments]
-    if parameters or op.query:
-        result["parameters"] = parameters + op.query
+    parameters += _query_parameters(op.query) if op.query is not None else []
+    if parameters:
+        result["parameters"] = parameters
     if op.body is not None:
         result["requestBody"] = {"required": True,
                                  "content": {"application/json": {"schema": {"$ref": refs[op.body]}}}}
     result["security"] = [{"bearer": []}] if secured and not op.public else []
     return result
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Return a query model's fields as OpenAPI query parameters, each with its field's schema."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, field in schema["properties"].items():
+        # A parameter is absent rather than null: its schema is the field's one that is not null.
+        value = next(s for s in field.get("anyOf", [field]) if s.get("type") != "null")
+        parameters.append({
+            "name": name, "in": "query", "required": name in schema.get("required", []),
+            "schema": {k: v for k, v in value.items() if k not in ("title", "default", "description")},
+            "description": field["description"],
+        })
+    return parameters
 
 
 def _response(status: int, answer: Any, refs: dict[Any, str]) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """What the routes answer, as pydantic models: the response half of the API's contract.
 
-The OpenAPI document (:mod:`edge.service.openapi`) takes its response schemas from these
+Every answer is one of these models, built where the figures are (a job describes
+itself as a :class:`Job`, a stream's figures are a :class:`Stream`...) and served as it
+dumps to JSON (:func:`edge.service.app.answer`, by alias, in the fields' order). The
+OpenAPI document (:mod:`edge.service.openapi`) takes its response schemas from the same
 models, and its request schemas from the models the service validates requests with
-(:mod:`edge.service.validation`). Objects are closed (no field beyond those listed), so
-that a field added to a route without its model here fails the schema-driven tests.
+(:mod:`edge.service.validation`), so the document and the answers are one declaration.
+Objects are closed (no field beyond those listed): building an answer with a field its
+model lacks fails, as a bug, instead of drifting from the document.
 """
 
 from __future__ import annotations
@@ -139,17 +143,26 @@ class Result(_Closed):
     detections: list[Detection]
 
 
-class ResultsPage(_Closed):
-    """``GET /api/inference/<id>/results``."""
+class Page(_Closed):
+    """Records kept in memory, oldest first (:meth:`edge.service.results.ResultLog.page`)."""
 
-    id: str
-    state: JobState
     results: list[Result]
     next: int = Field(description="the `after` of the next page")
     more: bool
     total: int
     oldest: int | None = Field(description="the first seq still in memory; older ones only in `file`")
     file: str
+
+
+class _Owner(_Closed):
+    """The job (or standing camera) whose page it is."""
+
+    id: str
+    state: JobState
+
+
+class ResultsPage(Page, _Owner):  # the owner's fields first: pydantic orders fields by the bases reversed
+    """``GET /api/inference/<id>/results``."""
 
 
 class CameraResultsPage(ResultsPage):
@@ -162,7 +175,7 @@ class StandingCamera(_Closed):
     name: str
     video: str = Field(description="the camera's URL (credentials hidden) or file")
     enabled: bool = Field(description="started with the service")
-    thresholds: dict[str, float] = Field(description="its own live settings over the service's")
+    thresholds: dict[str, int | float] = Field(description="its own live settings over the service's")
     state: JobState = Field(
         description="running; ended (a file played out); stopped (by request or never started)")
     reason: str | None = Field(description="why it is not running (or did not start)")
@@ -306,11 +319,11 @@ class Reloaded(_Closed):
     bundle: Bundle
 
 
-class OpenApiDocument(BaseModel):
+class OpenApiDocument(_Closed):
     """``GET /api/openapi.json``: this document."""
-
-    model_config = ConfigDict(extra="allow")
 
     openapi: str
     info: dict[str, Any]
+    servers: list[dict[str, Any]]
     paths: dict[str, Any]
+    components: dict[str, Any]

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge.runtime.sinks import JsonLines
+from edge.service.responses import Page, ResultsFile
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class ResultLog:
             logger.info("results written again to %s", self.path)
         self._failing = False
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ResultsFile:
         """Return ``count``, ``file``, ``write_errors``, ``unwritten``, ``dropped``, ``last_write_error``.
 
         ``write_errors`` counts failed attempts to write (one per record while the
@@ -185,11 +186,10 @@ class ResultLog:
         those lost because too many waited.
         """
         with self._lock:
-            return {
-                "count": self._count, "file": str(self.path), "write_errors": self._write_errors,
-                "unwritten": len(self._unwritten), "dropped": self._dropped,
-                "last_write_error": self._last_error,
-            }
+            return ResultsFile(
+                count=self._count, file=str(self.path), write_errors=self._write_errors,
+                unwritten=len(self._unwritten), dropped=self._dropped, last_write_error=self._last_error,
+            )
 
     def page(
         self,
@@ -198,7 +198,7 @@ class ResultLog:
         stream: int | None = None,
         from_frame: int | None = None,
         from_time: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> Page:
         """Return up to ``limit`` records kept in memory, oldest first.
 
         Parameters
@@ -217,7 +217,7 @@ class ResultLog:
 
         Returns
         -------
-        dict
+        Page
             ``results``; ``next`` (the ``after`` of the next page); ``more`` (whether
             more matching records wait); ``total`` (the ``seq`` of the next record);
             ``oldest`` (the first ``seq`` still in memory: older ones are only in
@@ -236,14 +236,14 @@ class ResultLog:
         page = [r for r, _ in zip(matching, range(limit + 1), strict=False)]
         more = len(page) > limit
         page = page[:limit]
-        return {
-            "results": [json.loads(r.line) for r in page],
-            "next": page[-1].seq if page else max(after, -1),
-            "more": more,
-            "total": total,
-            "oldest": kept[0].seq if kept else None,
-            "file": str(self.path),
-        }
+        return Page(
+            results=[json.loads(r.line) for r in page],
+            next=page[-1].seq if page else max(after, -1),
+            more=more,
+            total=total,
+            oldest=kept[0].seq if kept else None,
+            file=str(self.path),
+        )
 
     def close(self) -> None:
         """Write what waits if the folder takes it, then close the file; later records are dropped."""

@@ -21,7 +21,7 @@ from edge.runtime.device import DeviceMonitor
 from edge.runtime.models import backend_name
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import SourceOptions
-from edge.service import validation
+from edge.service import responses, validation
 from edge.service.events_sink import EventSink
 from edge.service.jobs import Camera, Job, JobManager, StandingCamera
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
@@ -68,33 +68,33 @@ def standing_cameras(config: ServiceSettings, media_root: Path) -> list[Standing
     return cameras
 
 
-def bundle_summary(models: ModelSet) -> dict[str, Any]:
+def bundle_summary(models: ModelSet) -> responses.Bundle:
     """Return what ``/status`` says of the loaded bundle, ``trained`` included."""
     manifest = models.bundle.manifest
     entries = manifest["models"]
     report = models.selftest
-    return {
-        "path": str(models.bundle.path),
-        "name": manifest.get("name"),
-        "target": models.bundle.target,
-        "created": manifest.get("created"),
-        "trained": entries.get("attributes", {}).get("trained"),
-        "models": {
-            task: {
-                "file": e["file"], "format": e["format"], "backend": backend_name(e),
-                "dtype": e.get("quantization", {}).get("dtype"), "precision": models.precisions.get(task),
-                "sha256": e["sha256"][:12],
-            }
+    return responses.Bundle(
+        path=str(models.bundle.path),
+        name=manifest.get("name"),
+        target=models.bundle.target,
+        created=manifest.get("created"),
+        trained=entries.get("attributes", {}).get("trained"),
+        models={
+            task: responses.ModelEntry(
+                file=e["file"], format=e["format"], backend=backend_name(e),
+                dtype=e.get("quantization", {}).get("dtype"), precision=models.precisions.get(task),
+                sha256=e["sha256"][:12],
+            )
             for task, e in entries.items()
         },
-        "selftest": {
-            "state": "skipped" if report is None else "passed" if report.ok else "failed",
-            "images": report.checked_images if report else 0,
-            "crops": report.checked_crops if report else 0,
-            "problems": report.problems[:20] if report else [],
-        },
-        "loaded_at": round(models.loaded_at, 3),
-    }
+        selftest=responses.SelfTest(
+            state="skipped" if report is None else "passed" if report.ok else "failed",
+            images=report.checked_images if report else 0,
+            crops=report.checked_crops if report else 0,
+            problems=report.problems[:20] if report else [],
+        ),
+        loaded_at=round(models.loaded_at, 3),
+    )
 
 
 class Service:
@@ -154,7 +154,7 @@ class Service:
             self._cameras_started.set()
             self.jobs.start_cameras()
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self) -> responses.Reloaded:
         """Load and self-test the bundle again; swap it in, streams going on, if it passed.
 
         Raises
@@ -179,7 +179,7 @@ class Service:
             self._load_error = None
             logger.info("reloaded %s", models.bundle.path)
             self._start_cameras()
-            return {"reloaded": True, "bundle": bundle_summary(models)}
+            return responses.Reloaded(reloaded=True, bundle=bundle_summary(models))
         finally:
             self._reload_lock.release()
 
@@ -218,7 +218,7 @@ class Service:
         self._require_models()
         return self.jobs.start(job_id, request.cameraUrls, request.endTime)
 
-    def start_camera(self, name: str) -> dict[str, Any]:
+    def start_camera(self, name: str) -> responses.StandingCamera:
         """Start a standing camera by name; return it.
 
         Raises
@@ -231,7 +231,7 @@ class Service:
         self.jobs.start_camera(name)
         return self.jobs.describe_camera(name)
 
-    def stop_camera(self, name: str) -> dict[str, Any]:
+    def stop_camera(self, name: str) -> responses.StandingCamera:
         """Stop a standing camera by name; return it."""
         self.jobs.stop_camera(validation.job_id(name, "camera"))
         return self.jobs.describe_camera(name)
@@ -241,7 +241,7 @@ class Service:
         if models is None or not models.usable:
             raise RequestError("not ready: " + "; ".join(self.readiness()[1]), 503)
 
-    def change_settings(self, body: Any) -> dict[str, float]:
+    def change_settings(self, body: Any) -> responses.LiveValues:
         """Change thresholds live; return the live settings now."""
         changes = validation.config_change(body)
         try:
@@ -262,36 +262,38 @@ class Service:
         device = self.device.snapshot()
         return {
             "ready": self.readiness()[0],
-            "streams": [{key: f[key] for key in ("id", "state", "processed_fps", "frames_processed",
-                                                 "active_tracks")}
-                        for f in (s.figures() for s in self.jobs.running_streams())],
+            "streams": [s.figures().model_dump(include={"id", "state", "processed_fps", "frames_processed",
+                                                        "active_tracks"})
+                        for s in self.jobs.running_streams()],
             "device": {"cpu_percent": device["cpu_percent"], "memory_used_percent":
                        device["memory"]["used_percent"], "temperatures": device["temperatures"]},
         }
 
     # Figures.
 
-    def status(self) -> dict[str, Any]:
-        """Return what ``/status`` shows: the service, the device, the bundle, the streams."""
+    def status(self) -> responses.Status:
+        """Return what ``/status`` shows: the service, the device, the bundle, the streams.
+
+        The device's, the attribute process's and the publisher's figures come as
+        dictionaries, from parts that know no HTTP; their models check them here.
+        """
         ready, reasons = self.readiness()
         models = self.models.current
         hub = models.hub if models is not None else None
-        jobs = self.jobs.jobs()
-        return {
-            "service": {"ready": ready, "reasons": reasons, "max_streams": self.config.max_streams,
-                        "settings": self.settings.values()},
-            "device": self.device.snapshot(),
-            "bundle": bundle_summary(models) if models is not None else None,
-            "attributes": hub.stats() if hub is not None else None,
-            "jobs": [
-                {"id": j.id, "state": j.state, "endTime": j.end_time, "streams": len(j.streams),
-                 "results": j.log.stats()}
-                for j in jobs
-            ],
-            "cameras": self.jobs.cameras(),
-            "mqtt": self.mqtt.stats() if self.mqtt is not None else None,
-            "streams": [s.figures() for s in self.jobs.running_streams()],
-        }
+        service = responses.ServiceFigures(ready=ready, reasons=reasons, max_streams=self.config.max_streams,
+                                           settings=self.settings.values())
+        return responses.Status(
+            service=service,
+            device=responses.Device(**self.device.snapshot()),
+            bundle=bundle_summary(models) if models is not None else None,
+            attributes=responses.AttributeProcess(**hub.stats()) if hub is not None else None,
+            jobs=[responses.JobSummary(id=j.id, state=j.state, endTime=j.end_time, streams=len(j.streams),
+                                       results=j.log.stats())
+                  for j in self.jobs.jobs()],
+            cameras=self.jobs.cameras(),
+            mqtt=responses.MqttFigures(**self.mqtt.stats()) if self.mqtt is not None else None,
+            streams=[s.figures() for s in self.jobs.running_streams()],
+        )
 
     def close(self) -> None:
         """Stop the jobs (remembered for a restart), then the models once no reload runs.

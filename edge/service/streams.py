@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +28,7 @@ from edge.runtime.stream import StreamLoop, StreamModels
 from edge.service.attribute_hub import Channel
 from edge.service.live import ModelHolder, ModelSet
 from edge.service.recent import RecentVideo
+from edge.service.responses import Latency, Stream, StreamAttributes
 from edge.service.results import ResultLog
 from edge.settings import RuntimeSettings
 
@@ -167,29 +167,30 @@ class StreamRunner(Sink):
         state = self.source.state.value
         return "ended" if self.done and state != "failed" else state
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> Stream:
         """Return what ``/status`` shows of this stream."""
         source = self.source.stats()
         recent = self._times.figures(time.monotonic())
         channel = self._lease.channel
         with self._lock:
             latest = self._latest
-            return {
-                "id": self.stream_id,
-                "video": self.uri,
-                "state": self.state,
-                "input_fps": round(source["input_fps"], 2),
-                "processed_fps": recent["fps"],
-                "frames_read": source["frames_read"],
-                "frames_processed": self._processed,
-                "frames_dropped": source["frames_dropped"],
-                "inference_ms": {"p50": recent["p50_ms"], "p95": recent["p95_ms"]},
-                "active_tracks": len(latest[1].persons) if latest else 0,
-                "reconnects": source["reconnects"],
-                "errors": self._errors,
-                "last_error": self._error or source["last_error"],
-                "attributes": channel.stats() if channel else {"requests": 0, "answers": 0, "unanswered": 0},
-            }
+            return Stream(
+                id=self.stream_id,
+                video=self.uri,
+                state=self.state,
+                input_fps=round(source["input_fps"], 2),
+                processed_fps=recent["fps"],
+                frames_read=source["frames_read"],
+                frames_processed=self._processed,
+                frames_dropped=source["frames_dropped"],
+                inference_ms=Latency(p50=recent["p50_ms"], p95=recent["p95_ms"]),
+                active_tracks=len(latest[1].persons) if latest else 0,
+                reconnects=source["reconnects"],
+                errors=self._errors,
+                last_error=self._error or source["last_error"],
+                attributes=StreamAttributes(**channel.stats()) if channel else StreamAttributes(
+                    requests=0, answers=0, unanswered=0),
+            )
 
     def snapshot(self) -> bytes | None:
         """Return the latest processed frame, annotated, as JPEG; None before the first."""

@@ -4,21 +4,23 @@ Nothing a client sends reaches the runtime unchecked: JSON bodies (strict: no ``
 query parameters and ids in paths. The bodies are pydantic models, the same ones the
 service works with: :class:`JobRequest` (the original system's ``cameraUrls``/``endTime``,
 each camera a :class:`~edge.service.jobs.Camera`) and :data:`ConfigChange` (the live
-keys of :class:`~edge.settings.RuntimeSettings`). Their errors are said in sentences
-(:func:`describe`). Local video files must resolve (symbolic links followed) to a path
-under the media folder.
+keys of :class:`~edge.settings.RuntimeSettings`); the results routes' query is
+:class:`ResultsQuery`. Their errors are said in sentences (:func:`edge.errors.describe`).
+Local video files must resolve (symbolic links followed) to a path under the media folder.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
+from annotated_types import Ge
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,10 +28,13 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     create_model,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from edge.errors import REFUSED, describe, plain
 from edge.runtime.sources import LIVE_SCHEMES, scheme_of
 from edge.service.jobs import Camera, check_job_id
 from edge.settings import LIVE_KEYS, RuntimeSettings
@@ -40,6 +45,8 @@ MAX_PAGE = 1000
 STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[0-9]{1,4}$")
 _INT = re.compile(r"^-?[0-9]{1,15}$")
 _NUMBER = re.compile(r"^-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?$")
+_INT_MAX = 10**15 - 1
+"""The greatest integer of 15 digits, as ``_INT`` reads them."""
 MAX_END_TIME = 253402300799.0
 """The last second of the year 9999 (UTC): a later ``endTime`` is no date at all."""
 _BODY = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -59,7 +66,15 @@ class RequestError(Exception):
 
 def _cameras(value: Any) -> Any:
     if not isinstance(value, list) or not value:
-        raise PydanticCustomError("refused", 'must be a non-empty list of {"video": ...} objects')
+        raise PydanticCustomError(REFUSED, 'must be a non-empty list of {"video": ...} objects')
+    return value
+
+
+def _by_year_9999(value: float) -> float:
+    # Checked here rather than by Field(le=...), whose error could not say what the bound means.
+    if value > MAX_END_TIME:
+        raise PydanticCustomError(REFUSED, "must be at most {most} (the end of the year 9999), got {got}",
+                                  {"most": plain(MAX_END_TIME), "got": plain(value)})
     return value
 
 
@@ -70,8 +85,8 @@ class JobRequest(BaseModel):
 
     cameraUrls: Annotated[list[Camera], BeforeValidator(_cameras)] = Field(  # noqa: N815 - the API's name
         min_length=1, description="the streams: an RTSP URL or a video file each")
-    endTime: Number = Field(  # noqa: N815 - the API's name
-        title="endTime (a Unix timestamp)", le=MAX_END_TIME,
+    endTime: Annotated[Number, AfterValidator(_by_year_9999)] = Field(  # noqa: N815 - the API's name
+        title="endTime (a Unix timestamp)", json_schema_extra={"maximum": MAX_END_TIME},
         description="Unix time at which the analysis ends (in the future, at most the end of year 9999)")
 
 
@@ -89,6 +104,43 @@ ConfigChange = create_model(
        for key in LIVE_KEYS},
 )
 """A ``PATCH /api/config`` body: some of the live keys; ranges are the settings' own."""
+
+
+class ResultsQuery(BaseModel):
+    """The query of the results routes: which records kept in memory make the page.
+
+    Values come as text: integers as digits only, as the OpenAPI document (generated
+    from this model) has them; ``ge``/``le`` are there for that document, the bounds
+    being checked with the text.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    after: int = Field(-1, ge=-1, le=_INT_MAX, description="only records with a greater seq "
+                       "(the previous page's `next`)")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="the most records returned (100 by default)")
+    stream: int | None = Field(None, ge=0, le=_INT_MAX,
+                               description="only this stream's records (its index in cameraUrls)")
+    from_frame: int | None = Field(None, ge=0, le=_INT_MAX, description="only frames from this number on")
+    from_time: float | None = Field(None, ge=-MAX_END_TIME, le=MAX_END_TIME,
+                                    description="only records processed from this Unix time on")
+
+    @field_validator("after", "limit", "stream", "from_frame", mode="before")
+    @classmethod
+    def _integer(cls, text: str, info: ValidationInfo) -> int:
+        least = next(m.ge for m in cls.model_fields[info.field_name or ""].metadata if isinstance(m, Ge))
+        if not _INT.match(text) or int(text) < least:
+            raise PydanticCustomError(REFUSED, "must be an integer >= {least}, got {got}",
+                                      {"least": least, "got": repr(text[:40])})
+        return int(text)
+
+    @field_validator("from_time", mode="before")
+    @classmethod
+    def _unix_time(cls, text: str) -> float:
+        if not _NUMBER.match(text) or not abs(float(text)) <= MAX_END_TIME:
+            raise PydanticCustomError(REFUSED, "must be a Unix time, e.g. 1672531199.5, got {got}",
+                                      {"got": repr(text[:40])})
+        return float(text)
 
 
 def no_body(raw: bytes) -> None:
@@ -156,7 +208,7 @@ def job_request(body: Any, *, now: float, max_streams: int, media_root: Path) ->
         raise RequestError(
             f"cameraUrls has {len(request.cameraUrls)} entries; this device runs {max_streams} at most")
     if request.endTime <= now:
-        raise RequestError(f"endTime {_plain(body['endTime'])} is in the past (now is {now:.0f})")
+        raise RequestError(f"endTime {plain(body['endTime'])} is in the past (now is {now:.0f})")
     cameras = [
         Camera(check_video(c.video, media_root, f"cameraUrls[{i}].video"), c.transport, c.realtime)
         for i, c in enumerate(request.cameraUrls)
@@ -170,95 +222,12 @@ def parse_body(model: Any, body: Any) -> Any:
     Raises
     ------
     RequestError
-        Saying, in sentences, every problem found (:func:`describe`).
+        Saying, in sentences, every problem found (:func:`edge.errors.describe`).
     """
     try:
         return TypeAdapter(model).validate_python(body)
     except ValidationError as e:
-        raise RequestError(describe(e, model)) from None
-
-
-def _plain(value: Any) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def describe(error: ValidationError, model: Any) -> str:
-    """Say a request model's errors as a person would: ``cameraUrls[0].video must be ...``."""
-    messages, unknown = [], {}
-    for e in error.errors():
-        loc = e["loc"]
-        if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            unknown.setdefault(loc[:-1], []).append(str(loc[-1]))
-            continue
-        where = _title(model, loc) or "the body"
-        messages.append(f"{where} {_complaint(e)}" if e["type"] != "missing"
-                        else f"{_where(loc[:-1]) or 'the body'} lacks {loc[-1]}")
-    for parent, names in unknown.items():
-        shown = ", ".join(repr(name[:40]) for name in names[:5])
-        known = ", ".join(_fields(model, parent))
-        messages.append(f"{_where(parent) or 'the body'} has unknown field(s) {shown}; known: {known}")
-    return "; ".join(messages)
-
-
-def _complaint(e: Any) -> str:
-    kind, value = e["type"], e["input"]
-    if kind == "refused":
-        return e["msg"]
-    if kind in ("model_type", "dataclass_type", "dict_type", "model_attributes_type"):
-        return f"must be a JSON object, got {_json_type(value)}"
-    if kind == "finite_number" or (kind == "float_type" and type(value) is int):
-        return "must be a finite number"
-    if kind in ("float_type", "float_parsing"):
-        return f"must be a number, got {_json_type(value)}"
-    if kind == "int_type":
-        return f"must be an integer, got {_json_type(value)}"
-    if kind == "bool_type":
-        return "must be true or false"
-    if kind == "less_than_equal":
-        return f"must be at most {_plain(e['ctx']['le'])} (the end of the year 9999), got {_plain(value)}"
-    if kind == "literal_error":
-        return f"must be one of {e['ctx']['expected'].replace(chr(39), '').replace(' or ', ', ')}"
-    return f"is not valid: {e['msg']}"
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _where(loc: Sequence[Any]) -> str:
-    """``("cameraUrls", 0, "video")`` -> ``cameraUrls[0].video``."""
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
-def _inner(annotation: Any) -> Any:
-    """Return the model of a field: its list's item type, or itself."""
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return get_args(annotation)[0] if get_origin(annotation) is list else annotation
-
-
-def _fields(model: Any, loc: Sequence[Any]) -> list[str]:
-    """Return the field names of the object at ``loc`` of a request model."""
-    for part in loc:
-        if isinstance(part, str):
-            model = _inner(_field_infos(model)[part].annotation)
-    return list(_field_infos(model))
-
-
-def _field_infos(model: Any) -> dict[str, Any]:
-    return model.model_fields if hasattr(model, "model_fields") else model.__pydantic_fields__
-
-
-def _title(model: Any, loc: Sequence[Any]) -> str:
-    """Return where a problem is; a top-level field by its title where it has one."""
-    if len(loc) == 1 and isinstance(loc[0], str):
-        title = _field_infos(model)[loc[0]].title
-        return title or loc[0]
-    return _where(loc)
+        raise RequestError(describe(e, model, whole="the body")) from None
 
 
 def check_video(video: str, media_root: Path, where: str = "video") -> str:
@@ -331,37 +300,17 @@ def config_change(body: Any) -> dict[str, float]:
     return change
 
 
-def results_query(args: Mapping[str, str]) -> dict[str, Any]:
-    """Check the query of ``GET /api/inference/<id>/results``.
+def results_query(args: Mapping[str, str]) -> ResultsQuery:
+    """Check the query of the results routes (``GET /api/inference/<id>/results``...).
 
-    ``after`` (a ``seq``, default -1), ``limit`` (1 to 1000, default 100), ``stream``
-    (an index), ``from_frame`` (a frame number), ``from_time`` (a Unix time).
+    Raises
+    ------
+    RequestError
+        For a parameter :class:`ResultsQuery` does not have, or a bad value.
     """
-    known = ("after", "limit", "stream", "from_frame", "from_time")
+    known = list(ResultsQuery.model_fields)
     unknown = sorted(set(args) - set(known))
     if unknown:
         names = ", ".join(u[:40] for u in unknown)
         raise RequestError(f"unknown query parameter(s) {names}; known: {', '.join(known)}")
-    query: dict[str, Any] = {
-        "after": _int(args, "after", -1, -1),
-        "limit": _int(args, "limit", 100, 1),
-        "stream": _int(args, "stream", None, 0),
-        "from_frame": _int(args, "from_frame", None, 0),
-    }
-    if query["limit"] > MAX_PAGE:
-        raise RequestError(f"limit must be at most {MAX_PAGE}")
-    if "from_time" in args:
-        text = args["from_time"]
-        if not _NUMBER.match(text) or not abs(float(text)) <= MAX_END_TIME:
-            raise RequestError(f"from_time must be a Unix time, e.g. 1672531199.5, got {text[:40]!r}")
-        query["from_time"] = float(text)
-    return query
-
-
-def _int(args: Mapping[str, str], name: str, default: int | None, least: int) -> int | None:
-    if name not in args:
-        return default
-    text = args[name]
-    if not _INT.match(text) or int(text) < least:
-        raise RequestError(f"{name} must be an integer >= {least}, got {text[:40]!r}")
-    return int(text)
+    return parse_body(ResultsQuery, {name: args[name] for name in args})
