@@ -156,7 +156,7 @@ def test_seq_goes_on_across_a_restart(service, folder):
 BAD_SETTINGS = [
     ("cameras: [{name: a, url: x.avi, colour: red}]", "cameras[0] has unknown field(s) 'colour'"),
     ("cameras: [{name: a, url: x.avi}, {name: a, url: y.avi}]", "camera name(s) a given twice"),
-    ("cameras: [{name: a, url: /etc/passwd}]", "cameras.0.url"),
+    ("cameras: [{name: a, url: /etc/passwd}]", "cameras[0].url"),
     ("cameras: [{name: a, url: x.avi, thresholds: {conf_th: 2}}]", "cameras[0].thresholds: conf_th must be"),
     ("mqtt: {host: localhost, port: 70000}", "mqtt.port must be within 1..65535, got 70000"),
     ("mqtt: {host: localhost, password_file: /nonexistent/secret}", "mqtt.password_file: cannot read"),

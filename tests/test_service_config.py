@@ -63,7 +63,8 @@ def test_every_environment_variable_edge_serve_help_lists_is_read(tmp_path):
     secret = write(tmp_path, "s3cret")
     values = {"EDGE_LISTEN": "127.0.0.1:9", "EDGE_TOKEN_FILE": str(secret), "EDGE_RUNTIME__TRACKER": "sort",
               "EDGE_MQTT__PASSWORD_FILE": str(secret), "EDGE_MQTT__CA_FILE": str(secret),
-              "EDGE_RUNTIME__ATTRIBUTES": "false", "EDGE_SELFTEST_ON_START": "false", "EDGE_MQTT__TLS": "true",
+              "EDGE_RUNTIME__ATTRIBUTES": "false", "EDGE_SELFTEST_ON_START": "false",
+              "EDGE_MQTT__TLS": "true",
               **{f"EDGE_RUNTIME__{k}": "0.5" for k in ("CONF_TH", "IOU_TH", "ATTR_MIN_CONFIDENCE")}}
     defaults = load_service_settings(None, {"EDGE_MQTT__HOST": "broker"}).model_dump()
     for name in names:

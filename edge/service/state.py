@@ -60,7 +60,7 @@ def standing_cameras(config: ServiceSettings, media_root: Path) -> list[Standing
     cameras = []
     for i, c in enumerate(config.cameras):
         try:
-            video = validation.check_video(c.url, media_root, where=f"cameras.{i}.url")
+            video = validation.check_video(c.url, media_root, where=f"cameras[{i}].url")
         except RequestError as e:
             raise ConfigError(str(e)) from None
         camera = Camera(video, c.transport, c.realtime)
