@@ -34,3 +34,15 @@ def test_make_docs_renders_every_public_module(tmp_path):
     # NumPy sections are rendered, not shown as raw text.
     page = (tmp_path / "edge" / "runtime" / "models.html").read_text()
     assert "load_detector" in page and "<h6" in page and "Raises" in page
+
+
+SCHEMA_MARK = "<!-- schema: the output of `python -m edge.bundle` -->\n```json\n"
+
+
+def test_the_bundle_page_embeds_the_manifests_current_schema():
+    from edge.bundle import schema_json
+
+    page = (ROOT / "docs" / "bundle.md").read_text()
+    assert SCHEMA_MARK in page, "docs/bundle.md lost the schema's marker"
+    embedded = page.split(SCHEMA_MARK, 1)[1].split("\n```", 1)[0]
+    assert embedded == schema_json(), "regenerate the block in docs/bundle.md with `python -m edge.bundle`"
