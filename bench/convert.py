@@ -122,7 +122,7 @@ def print_targets(shipped: dict[str, tuple[float, dict[str, Any]]]) -> None:
 def print_latency(fp32: Any, int8: Any, frames: list[Path], args: argparse.Namespace) -> None:
     """Print onnxruntime FP32 against INT8 latency of the detector on the same frames."""
     entry = fp32.model("detector")
-    tensors = [to_tensor(cv2.imread(str(p)), entry["preprocess"], entry["input"]) for p in frames]
+    tensors = [to_tensor(cv2.imread(str(p)), entry.preprocess, entry.input) for p in frames]
     print(f"\nonnxruntime CPU latency, detector, {len(tensors)} held-out frames x {args.repeat} (median):\n")
     print("| threads | FP32 ms | INT8 ms | FP32 / INT8 |")
     print("|---|---|---|---|")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import load_bundle, write_manifest
+from edge.bundle import Manifest, Models, load_bundle, write_manifest
 from edge.runtime.backends.base import Backend
 from edge.runtime.detector import Detector
 from edge.runtime.models import load_detector, model_options, start_attribute_worker
@@ -164,10 +164,10 @@ def standin_bundle(bundle_dir: Path, folder: Path, latency_s: float, source_uri:
     RKNNLite.compute = staticmethod(lambda inputs: outputs)
     RKNNLite.delays = {mask: latency_s for mask in (1, 2, 4)}
     (folder / "detector.rknn").write_bytes(b"RKNN stand-in model")
-    h, w = fp32["input"]["shape"][2:]
-    entry = {**fp32, "file": "detector.rknn", "format": "rknn",
-             "input": {**fp32["input"], "shape": [1, h, w, 3], "layout": "NHWC", "dtype": "uint8"}}
-    write_manifest(folder, {"name": "standin", "target": "rk3588", "models": {"detector": entry}})
+    h, w = fp32.input.size
+    fed = fp32.input.model_copy(update={"shape": [1, h, w, 3], "layout": "NHWC", "dtype": "uint8"})
+    entry = fp32.model_copy(update={"file": "detector.rknn", "format": "rknn", "input": fed})
+    write_manifest(folder, Manifest(name="standin", target="rk3588", models=Models(detector=entry)))
     return folder
 
 
@@ -206,7 +206,7 @@ def main() -> None:
         flight, _ = loop_fps(detector, bundle, off, args.source, args.frames)
         with_attrs, stats = (loop_fps(detector, bundle, off.model_copy(update={"attributes": True}),
                                       args.source, args.frames)
-                             if "attributes" in bundle.manifest["models"] else (float("nan"), {}))
+                             if bundle.has("attributes") else (float("nan"), {}))
         tracking = tracker_ms(detector, args.source, min(args.frames, 100), off.tracker)
         backend.close()
         by_precision = []

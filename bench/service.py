@@ -119,15 +119,14 @@ def per_frame_us(run, frames: int, repeats: int = 5) -> float:
 
 def npu_figures(bundle: Path, frames: int) -> None:
     """The RKNNLite pool on this board's NPU with the bundle's detector (a Rockchip board)."""
-    import json
-
+    from edge.bundle import load_bundle
     from edge.runtime.backends.base import open_backend
 
-    entry = json.loads((bundle / "manifest.json").read_text())["models"]["detector"]
-    if entry["format"] != "rknn":
-        sys.exit(f"--npu: {bundle} has a {entry['format']} detector, not an .rknn one")
-    model = bundle / entry["file"]
-    inputs = [[np.full(entry["input"]["shape"], i % 256, np.uint8)] for i in range(frames)]
+    entry = load_bundle(bundle, verify_hashes=False).model("detector")
+    if entry.format != "rknn":
+        sys.exit(f"--npu: {bundle} has a {entry.format} detector, not an .rknn one")
+    model = bundle / entry.file
+    inputs = [[np.full(entry.input.shape, i % 256, np.uint8)] for i in range(frames)]
     with open_backend(model, "rknn", {"cores": 1}) as one:
         run_pipelined(one, inputs[:5], echo=False)  # warm up
         started = time.perf_counter()
@@ -138,7 +137,7 @@ def npu_figures(bundle: Path, frames: int) -> None:
         run_pipelined(every, inputs[:5], echo=False)
         pooled = frames / run_pipelined(every, inputs, echo=False)
         cores = every.parallel
-    print(f"\nRKNNLite on this board's NPU, {model.name}, {frames} frames of {entry['input']['shape']}:")
+    print(f"\nRKNNLite on this board's NPU, {model.name}, {frames} frames of {entry.input.shape}:")
     print(f"  one core, one frame at a time {direct:.1f} fps; pool of {cores} cores, {cores} in flight "
           f"{pooled:.1f} fps ({pooled / direct:.2f}x), results in frame order")
 

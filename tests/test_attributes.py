@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from edge.bundle import load_bundle
+from edge.bundle import AttributeModel, Training, load_bundle
 from edge.convert import attribute_net
 from edge.runtime.attributes import AttributeClassifier, prepare_crop
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import to_tensor
 from edge.runtime.models import ClassifierFactory
-from edge.schema import ATTRIBUTES
+from edge.schema import ATTRIBUTES, as_manifest
 
 
 def test_prepare_crop_keeps_aspect_and_centres():
@@ -47,7 +47,8 @@ def test_classifies_real_crops_into_schema_labels(classifier, clip_frames):
 
 def test_a_trained_model_answers_only_the_attributes_it_learnt(classifier, bundle_dir, clip_frames):
     learnt = ["top_color", "backpack"]
-    entry = {**load_bundle(bundle_dir).model("attributes"), "trained": True, "training": {"learnt": learnt}}
+    entry = load_bundle(bundle_dir).model("attributes").model_copy(
+        update={"trained": True, "training": Training(learnt=learnt)})
     colours = AttributeClassifier(classifier.backend, entry)
     crop = clip_frames[1][100:300, 300:380]
     [answer] = colours.classify([crop])
@@ -69,7 +70,7 @@ def test_both_network_shapes_export_and_match_torch(shared, tmp_path, clip_frame
     attribute_net.save_checkpoint(net, tmp_path / "net.pt")
     net = attribute_net.load_checkpoint(tmp_path / "net.pt")
     io = attribute_net.export_onnx(net, tmp_path / "net.onnx")
-    entry = {**io, "schema": {k: list(v) for k, v in ATTRIBUTES.items()}}
+    entry = AttributeModel(file="net.onnx", format="onnx", **io, labels=as_manifest())
     onnx_model = AttributeClassifier(open_backend(tmp_path / "net.onnx", "onnx"), entry)
     crop = clip_frames[1][100:300, 300:380]
     x = to_tensor(prepare_crop(crop, 224), io["preprocess"])
@@ -84,7 +85,7 @@ def test_both_network_shapes_export_and_match_torch(shared, tmp_path, clip_frame
 def test_fixed_batch_models_are_fed_in_chunks(tmp_path, clip_frames):
     net = attribute_net.build_untrained("resnet18", seed=2)
     io = attribute_net.export_onnx(net, tmp_path / "fixed.onnx", batch=2)
-    entry = {**io, "schema": {k: list(v) for k, v in ATTRIBUTES.items()}}
+    entry = AttributeModel(file="net.onnx", format="onnx", **io, labels=as_manifest())
     model = AttributeClassifier(open_backend(tmp_path / "fixed.onnx", "onnx"), entry)
     crops = [clip_frames[i][100:300, 300:380] for i in range(3)]
     logits = model.logits(crops)
@@ -94,4 +95,4 @@ def test_fixed_batch_models_are_fed_in_chunks(tmp_path, clip_frames):
 
 
 def test_untrained_default_is_marked(bundle_dir):
-    assert load_bundle(bundle_dir).model("attributes")["trained"] is False
+    assert load_bundle(bundle_dir).model("attributes").trained is False

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle, write_manifest
+from edge.bundle import Manifest, Models, load_bundle, write_manifest
 from edge.cli import main
 from edge.runtime.backends.base import BackendError, check_options, open_backend
 from edge.runtime.models import load_detector
@@ -114,8 +114,8 @@ def ir_bundle(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Pat
     fp32 = load_bundle(bundle_dir)
     ir = ov.convert_model(fp32.model_path("detector"))
     ov.save_model(ir, folder / "detector.xml", compress_to_fp16=False)
-    entry = {**fp32.model("detector"), "file": "detector.xml", "format": "openvino"}
-    write_manifest(folder, {"name": "ir", "target": "openvino", "models": {"detector": entry}})
+    entry = fp32.model("detector").model_copy(update={"file": "detector.xml", "format": "openvino"})
+    write_manifest(folder, Manifest(name="ir", target="openvino", models=Models(detector=entry)))
     return folder
 
 
@@ -170,7 +170,7 @@ def with_precision(ir_bundle: Path, folder: Path, precision: str) -> Path:
     manifest["models"]["detector"]["precision"] = precision
     for name in ("detector.xml", "detector.bin"):
         (folder / name).write_bytes((ir_bundle / name).read_bytes())
-    write_manifest(folder, manifest)
+    write_manifest(folder, Manifest.model_validate(manifest))
     return folder
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle, write_manifest
+from edge.bundle import Manifest, load_bundle, write_manifest
 from edge.runtime.backends import rknnlite
 from edge.runtime.backends.base import BackendError, open_backend
 from edge.runtime.models import load_detector, model_options, open_model
@@ -181,7 +181,8 @@ def rknn_bundle(tmp_path, model) -> Path:
         "output": {"layout": "yolov8-dfl", "names": ["box8", "cls8", "sum8"], "strides": [8]},
         "classes": ["person"], "person_classes": [0], "quantization": {"dtype": "int8"},
     }
-    write_manifest(tmp_path, {"name": "t", "target": "rk3588", "models": {"detector": entry}})
+    manifest = {"name": "t", "target": "rk3588", "models": {"detector": entry}}
+    write_manifest(tmp_path, Manifest.model_validate(manifest))
     return tmp_path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle, write_manifest
+from edge.bundle import Manifest, load_bundle, write_manifest
 from edge.runtime.backends.base import BackendError, open_backend
 from edge.runtime.backends.tensorrt import TensorRtBackend
 from edge.runtime.models import model_options, open_model
@@ -180,7 +180,8 @@ def test_a_jetson_bundle_picks_tensorrt_through_its_manifest(trt, tmp_path):
         "preprocess": {"color": "RGB"}, "output": {"layout": "yolov8-stock", "names": ["output0"]},
         "classes": ["person"], "person_classes": [0],
     }
-    write_manifest(tmp_path, {"name": "t", "target": "jetson-orin", "models": {"detector": entry}})
+    manifest = {"name": "t", "target": "jetson-orin", "models": {"detector": entry}}
+    write_manifest(tmp_path, Manifest.model_validate(manifest))
     bundle = load_bundle(tmp_path)
     assert model_options(bundle, "detector", 2) == {}
     with open_model(bundle, "detector") as backend:

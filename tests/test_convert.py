@@ -196,11 +196,11 @@ def cpu_bundle(tmp_path_factory: pytest.TempPathFactory, calibration: Path) -> P
 @pytest.mark.slow
 def test_cpu_bundle_is_an_int8_qdq_onnx(cpu_bundle: Path) -> None:
     bundle = load_bundle(cpu_bundle)
-    assert bundle.target == "cpu" and bundle.manifest["npu_cores"] == 0
+    assert bundle.target == "cpu" and bundle.manifest.npu_cores == 0
     detector = bundle.model("detector")
-    assert detector["format"] == "onnx" and detector["input"]["layout"] == "NCHW"
-    assert detector["output"]["layout"] == "yolov8-dfl"
-    q = detector["quantization"]
+    assert detector.format == "onnx" and detector.input.layout == "NCHW"
+    assert detector.output.layout == "yolov8-dfl"
+    q = detector.quantization.model_dump()
     assert (q["scheme"], q["format"], q["activations"]) == ("cpu", "QDQ", "uint8 asymmetric per-tensor")
     assert q["algorithm"] == "percentile"
     # The ends stay float: the first convolution, and the last of each of the six outputs
@@ -211,8 +211,8 @@ def test_cpu_bundle_is_an_int8_qdq_onnx(cpu_bundle: Path) -> None:
     float_convs = {n.name for n in graph.node if n.op_type == "Conv" and n.input[1] in weights}
     assert len(float_convs) == 7 and "/model.0/conv/Conv" in float_convs
     assert float_convs < set(q["float_nodes"]) and any("Sigmoid" in n for n in q["float_nodes"])
-    assert bundle.model("attributes")["quantization"]["dtype"] == "int8"
-    assert bundle.manifest["verification"]["detector"]["matched_share"] >= 0.98
+    assert bundle.model("attributes").quantization.dtype == "int8"
+    assert bundle.manifest.verification["detector"]["matched_share"] >= 0.98
 
 
 @pytest.mark.slow
@@ -224,7 +224,7 @@ def test_runtime_runs_the_cpu_bundle_as_well_as_the_gate_measured(
     frames = read_frames(clip, [int(re.search(r"_f(\d+)", n).group(1)) for n in names])
     fp32, int8 = load_detector(load_bundle(bundle_dir)), load_detector(load_bundle(cpu_bundle))
     figures = detector_figures([fp32(f) for f in frames], [int8(f, conf_th=0.25) for f in frames])
-    gate = load_bundle(cpu_bundle).manifest["verification"]["detector"]
+    gate = load_bundle(cpu_bundle).manifest.verification["detector"]
     assert figures.matched == gate["matched"] and figures.boxes == gate["boxes"]
     assert figures.mean_iou == pytest.approx(gate["mean_iou"], abs=1e-3)
     # The device self-test passes on this host's backend.
@@ -288,7 +288,7 @@ def test_bad_inputs_stop_edge_convert_with_a_clear_message(
     assert not (tmp_path / "models").exists()
 
 
-def test_every_target_opens_its_toolchain() -> None:
+def test_every_target_opens_its_toolchain(bundle_dir: Path) -> None:
     request = Request("normal", 0.9995, analysis=False, progress=False)
     toolchains = {name: target.open_toolchain(request) for name, target in TARGETS.items()}
     assert {name: (t.format, t.runs_here()) for name, t in toolchains.items()} == {
@@ -297,8 +297,10 @@ def test_every_target_opens_its_toolchain() -> None:
     }
     assert toolchains["rk3576"].options.platform == "rk3576"
     # TensorRT, not onnxruntime, runs the Jetson's Q/DQ ONNX: the device builds its engine.
-    onnx_entry = {"format": "onnx"}
-    assert toolchains["jetson-orin"].bundle_entry(onnx_entry) == {"format": "onnx", "backend": "tensorrt"}
+    onnx_entry = load_bundle(bundle_dir).model("detector")
+    assert onnx_entry.format == "onnx" and onnx_entry.backend is None
+    on_jetson = onnx_entry.model_copy(update={"backend": "tensorrt"})
+    assert toolchains["jetson-orin"].bundle_entry(onnx_entry) == on_jetson
     assert toolchains["cpu"].bundle_entry(onnx_entry) == onnx_entry
     assert algorithms_by_toolchain() == {
         "RKNN": ("normal", "kl_divergence", "mmse"), "ONNX": ("percentile", "minmax", "entropy"),

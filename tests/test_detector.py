@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
+from edge.bundle import DflOutput, InputSpec, Preprocess, load_bundle
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import DECODERS, Detector, _grid, decode_dfl, letterbox, nms, to_tensor
 from edge.runtime.golden import box_iou
@@ -83,7 +83,8 @@ def test_dfl_decode_of_a_known_box():
     box[0, np.arange(4) * 16 + 4, 3, 2] = 20.0
     cls = np.zeros((1, 2, h, w), np.float32)
     cls[0, 1, 3, 2] = 0.9
-    boxes, scores = decode_dfl([box, cls, cls.sum(1, keepdims=True)], {"strides": [8]})
+    output = DflOutput(layout="yolov8-dfl", names=["box_8", "cls_8", "sum_8"], strides=[8])
+    boxes, scores = decode_dfl([box, cls, cls.sum(1, keepdims=True)], output)
     anchor = 3 * w + 2
     cx, cy = (2 + 0.5) * 8, (3 + 0.5) * 8
     assert np.allclose(boxes[anchor], [cx - 32, cy - 32, cx + 32, cy + 32], atol=1e-3)
@@ -108,7 +109,9 @@ def numpy_tensor(image, preprocess, spec):
 )
 def test_the_tensor_is_the_one_numpy_made(clip_frames, preprocess, spec):
     image = letterbox(clip_frames[1], (640, 640))[0]
-    ours, reference = to_tensor(image, preprocess, spec), numpy_tensor(image, preprocess, spec)
+    typed_spec = InputSpec(name="images", shape=[1, 3, 640, 640], **spec) if spec else None
+    ours = to_tensor(image, Preprocess(**preprocess), typed_spec)
+    reference = numpy_tensor(image, preprocess, spec)
     assert ours.dtype == reference.dtype and ours.shape == reference.shape and ours.flags.c_contiguous
     # (x - mean) * (1 / std) against (x - mean) / std: at most a rounding step apart.
     np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
@@ -116,7 +119,7 @@ def test_the_tensor_is_the_one_numpy_made(clip_frames, preprocess, spec):
 
 def every_anchor_postprocess(detector, outputs, box, shape, conf_th=0.3, iou_th=0.7):
     """Detector.postprocess as it was: every anchor decoded, then the threshold."""
-    boxes, scores = DECODERS[detector._output["layout"]](outputs, detector._output)
+    boxes, scores = DECODERS[detector._output.layout](outputs, detector._output)
     classes = scores.argmax(axis=1)
     conf = scores[np.arange(len(classes)), classes]
     mask = (conf > conf_th) & np.isin(classes, detector._persons)
@@ -133,7 +136,8 @@ def zoo_detector(tmp_path_factory, weights, bundle_dir):
     from edge.convert.heads import export_head
 
     path = tmp_path_factory.mktemp("zoo") / "zoo.onnx"
-    entry = {**load_bundle(bundle_dir).model("detector"), "output": export_head(weights, path, "zoo")}
+    zoo = export_head(weights, path, "zoo")
+    entry = load_bundle(bundle_dir).model("detector").model_copy(update={"output": zoo})
     return Detector(open_backend(path, "onnx", {"threads": 2}), entry)
 
 

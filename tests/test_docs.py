@@ -64,3 +64,15 @@ def test_make_docs_builds_one_site_of_the_pages_and_the_api_reference(tmp_path):
 def test_a_broken_link_is_found(tmp_path):
     (tmp_path / "index.html").write_text('<a href="gone.html">x</a><a href="index.html#nowhere">y</a>')
     assert broken_links(tmp_path) == [("index.html", "gone.html"), ("index.html", "index.html#nowhere")]
+
+
+SCHEMA_MARK = "<!-- schema: the output of `python -m edge.bundle` -->\n```json\n"
+
+
+def test_the_bundle_page_embeds_the_manifests_current_schema():
+    from edge.bundle import schema_json
+
+    page = (ROOT / "docs" / "bundle.md").read_text()
+    assert SCHEMA_MARK in page, "docs/bundle.md lost the schema's marker"
+    embedded = page.split(SCHEMA_MARK, 1)[1].split("\n```", 1)[0]
+    assert embedded == schema_json(), "regenerate the block in docs/bundle.md with `python -m edge.bundle`"

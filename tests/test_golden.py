@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.bundle import Golden
 from edge.runtime.detector import Detections
 from edge.runtime.golden import DEFAULT_TOLERANCE, check_golden
 
@@ -53,6 +54,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def golden(boxes: list[list[float]], scores: list[float], logits: dict | None = None) -> dict:
+    """The manifest's ``golden`` section, as parsed JSON."""
     return {
         "conf_th": CONF_TH,
         "tolerance": dict(DEFAULT_TOLERANCE),
@@ -64,7 +66,7 @@ def golden(boxes: list[list[float]], scores: list[float], logits: dict | None = 
 
 def check_boxes(folder: Path, golden_boxes, golden_scores, device_boxes, device_scores):
     device = FixedDetector(device_boxes, device_scores)
-    return check_golden(folder, golden(golden_boxes, golden_scores), device, None)
+    return check_golden(folder, Golden.model_validate(golden(golden_boxes, golden_scores)), device, None)
 
 
 def test_agreeing_boxes_pass_with_nothing_excused(folder):
@@ -109,7 +111,7 @@ def test_a_confident_box_whose_score_moved_past_the_tolerance_still_fails(folder
 def check_logits(folder: Path, golden_logits: list[float], device_logits: list[float]):
     entry = golden([BOX], [0.8], {"headwear": golden_logits})
     classifier = FixedClassifier({"headwear": device_logits})
-    return check_golden(folder, entry, FixedDetector([BOX], [0.8]), classifier)
+    return check_golden(folder, Golden.model_validate(entry), FixedDetector([BOX], [0.8]), classifier)
 
 
 def test_a_near_tied_top1_that_flips_is_excused_and_counted(folder):
@@ -136,5 +138,5 @@ def test_a_near_tie_with_logits_that_differ_beyond_the_cosine_still_fails(folder
 def test_a_manifest_without_the_margins_takes_the_defaults(folder):
     entry = golden([BOX, FAR_BOX], [0.8, 0.33])
     entry["tolerance"] = {"box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99}  # an older bundle's
-    report = check_golden(folder, entry, FixedDetector([BOX], [0.8]), None)
+    report = check_golden(folder, Golden.model_validate(entry), FixedDetector([BOX], [0.8]), None)
     assert report.ok and report.excused_boxes == 1

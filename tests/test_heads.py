@@ -8,11 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edge.bundle import DflOutput, Preprocess, SplitOutput
 from edge.convert.heads import export_head, export_stock_onnx, zoo_output_names
 from edge.runtime.detector import decode_dfl, decode_split, decode_stock, letterbox, to_tensor
 
 IMGSZ = 640
 STRIDES = (8, 16, 32)
+ZOO_OUTPUT = DflOutput(layout="yolov8-dfl", names=zoo_output_names(STRIDES), strides=list(STRIDES))
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -34,7 +36,7 @@ def split(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[Path
 
 @pytest.fixture(scope="module")
 def inputs(clip_frames: list[np.ndarray]) -> list[np.ndarray]:
-    return [to_tensor(letterbox(f, (IMGSZ, IMGSZ))[0], {"color": "RGB"}) for f in clip_frames]
+    return [to_tensor(letterbox(f, (IMGSZ, IMGSZ))[0], Preprocess(color="RGB")) for f in clip_frames]
 
 
 def test_zoo_outputs_are_named_and_shaped_per_stride(exported: tuple[Path, Path]) -> None:
@@ -59,7 +61,7 @@ def test_zoo_decodes_to_the_stock_output(
 ) -> None:
     zoo, stock = session(exported[0]), session(exported[1])
     for x in inputs:
-        zoo_boxes, zoo_scores = decode_dfl(zoo.run(None, {"images": x}), {"strides": STRIDES})
+        zoo_boxes, zoo_scores = decode_dfl(zoo.run(None, {"images": x}), ZOO_OUTPUT)
         stock_boxes, stock_scores = decode_stock(stock.run(None, {"images": x}), {})
         assert zoo_boxes.shape == stock_boxes.shape == (8400, 4)
         np.testing.assert_allclose(zoo_boxes, stock_boxes, atol=1e-3)
@@ -72,7 +74,7 @@ def test_split_decodes_to_the_stock_output(
     exported: tuple[Path, Path], split: tuple[Path, dict], inputs: list[np.ndarray]
 ) -> None:
     path, output = split
-    assert output == {"layout": "yolov8-split", "names": ["boxes", "scores"]}
+    assert output == SplitOutput(layout="yolov8-split", names=["boxes", "scores"])
     model, stock = session(path), session(exported[1])
     assert [o.shape for o in model.get_outputs()] == [[1, 4, 8400], [1, 2, 8400]]
     for x in inputs[:2]:
@@ -84,7 +86,7 @@ def test_split_decodes_to_the_stock_output(
 
 def test_export_head_describes_the_zoo_layout(tmp_path: Path, weights: Path) -> None:
     output = export_head(weights, tmp_path / "zoo.onnx", "zoo")
-    assert output == {"layout": "yolov8-dfl", "names": zoo_output_names(STRIDES), "strides": list(STRIDES)}
+    assert output == ZOO_OUTPUT
     with pytest.raises(ValueError, match="unknown head layout 'fpn'"):
         export_head(weights, tmp_path / "x.onnx", "fpn")
 

@@ -58,7 +58,7 @@ def test_the_camera_shaped_detector_finds_what_ultralytics_finds(
     from ultralytics import YOLO
 
     entry = load_bundle(camera).model("detector")
-    assert entry["input"]["shape"] == [1, 3, 480, 640]
+    assert entry.input.shape == [1, 3, 480, 640]
     rect, reference = load_detector(load_bundle(camera)), YOLO(str(weights))
     found = 0
     for frame in clip_frames:
@@ -105,22 +105,22 @@ def test_make_convert_openvino_writes_a_gated_ir_bundle(converted: Path) -> None
         "report.json", "report.md", "report.png",
     ]
     bundle = load_bundle(converted)
-    assert (bundle.target, bundle.manifest["platform"]) == ("openvino", "openvino")
+    assert (bundle.target, bundle.manifest.platform) == ("openvino", "openvino")
     detector = bundle.model("detector")
-    assert detector["format"] == "openvino" and detector["input"]["shape"] == [1, 3, 480, 640]
-    assert detector["output"]["layout"] == "yolov8-dfl"
-    q = detector["quantization"]
+    assert detector.format == "openvino" and detector.input.shape == [1, 3, 480, 640]
+    assert detector.output.layout == "yolov8-dfl"
+    q = detector.quantization.model_dump()
     assert q["tool"].startswith("nncf ") and q["format"] == "OpenVINO IR"
     assert (q["algorithm"], q["hybrid"], q["float_output_depth"]) == ("mixed", False, 1)
     # The ends stay float: the first convolution, and each output's last one with what follows it.
     assert "/model.0/conv/Conv/WithoutBiases" in q["float_nodes"] and "cls_8" in q["float_nodes"]
-    verification = bundle.manifest["verification"]
+    verification = bundle.manifest.verification
     assert verification["passed"] and verification["detector"]["images"] == 4
     assert verification["detector"]["matched_share"] >= 0.98 and verification["detector"]["mean_iou"] >= 0.95
     assert verification["attributes"]["top1_mean"] >= 0.9
-    assert bundle.manifest["tools"]["openvino"] and bundle.model("attributes")["format"] == "openvino"
+    assert bundle.manifest.tools["openvino"] and bundle.model("attributes").format == "openvino"
     # Gated at f32 unless asked otherwise, whatever this CPU would pick, and recorded for the device.
-    assert detector["precision"] == bundle.model("attributes")["precision"] == "f32"
+    assert detector.precision == bundle.model("attributes").precision == "f32"
     assert "Gated at f32 inference precision" in (converted / "report.md").read_text()
     assert json.loads((converted / "report.json").read_text())["precision"] == "f32"
 
@@ -181,7 +181,7 @@ def test_a_bf16_conversion_is_gated_and_run_at_bf16(calibration: Path, weights: 
     ))
     assert done.report["precision"] == "bf16" and done.report["passed"]
     bundle = load_bundle(done.path)
-    assert bundle.model("detector")["precision"] == "bf16"
+    assert bundle.model("detector").precision == "bf16"
     with load_detector(bundle).backend as backend:
         assert backend.precision == "bf16", "the device runs what the gate measured"
     assert run_selftest(bundle).precisions == {"detector": "bf16"}

@@ -19,6 +19,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from edge.bundle import Preprocess
 from edge.convert.quantize import (
     SCHEMES,
     floor_silu_inputs,
@@ -70,7 +71,7 @@ def images(tmp_path_factory: pytest.TempPathFactory, clip_frames: list[np.ndarra
 
 
 def load(path: Path) -> np.ndarray:
-    return to_tensor(cv2.imread(str(path)), {"color": "RGB"})
+    return to_tensor(cv2.imread(str(path)), Preprocess(color="RGB"))
 
 
 def run(path: Path, x: np.ndarray) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, read_frames
 
+from edge.bundle import DetectorModel
 from edge.convert.heads import export_head, zoo_output_names
 from edge.convert.rknn import PROGRESS, parse_error_analysis, worst_first
 from edge.runtime.backends.base import open_backend
@@ -32,13 +33,14 @@ HELD_OUT = list(range(600, 795, 40))
 IMGSZ = 640
 STRIDES = (8, 16, 32)
 N_OUTPUTS = 3 * len(STRIDES)
-ZOO_ENTRY = {
+ZOO_ENTRY = DetectorModel.model_validate({
+    "file": "zoo.onnx", "format": "onnx",
     "input": {"name": "images", "shape": [1, 3, IMGSZ, IMGSZ]},
     "preprocess": {"pad_value": 114, "color": "RGB", "mean": [0, 0, 0], "std": [255, 255, 255]},
     "output": {"layout": "yolov8-dfl", "names": zoo_output_names(STRIDES), "strides": STRIDES},
     "classes": ["normal", "fall"],
     "person_classes": [0, 1],
-}
+})
 """The manifest entry of the zoo-layout detector, for the runtime's own decoding."""
 UNCHANGED = Letterbox(1.0, 0, 0)
 """The eval images are letterboxed already: their boxes stay in input pixels."""

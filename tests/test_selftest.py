@@ -97,8 +97,8 @@ def test_a_bundle_without_attribute_model_gets_and_passes_detector_golden_output
     bundle = copy_bundle(bundle_dir, tmp_path / "detector-only", detector_only)
     (bundle / "golden").unlink()  # a link to the shared bundle's images: write new ones
     add_golden(bundle, golden_frames())
-    golden = load_bundle(bundle).manifest["golden"]
-    assert len(golden["detector"]) == 2 and not golden.get("attributes")
+    golden = load_bundle(bundle).manifest.golden
+    assert len(golden.detector) == 2 and not golden.attributes
     result = run_selftest(load_bundle(bundle))
     assert result.ok and result.checked_images == 2 and result.checked_crops == 0
 

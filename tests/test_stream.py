@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle, write_manifest
+from edge.bundle import Manifest, Models, load_bundle, write_manifest
 from edge.cli import main
 from edge.runtime.backends import rknnlite
 from edge.runtime.backends.base import open_backend
@@ -45,13 +45,13 @@ def npu(monkeypatch, bundle_dir, tmp_path):
 
     RKNNLite.reset()
     fp32 = load_bundle(bundle_dir).model("detector")
-    onnx = open_backend(bundle_dir / fp32["file"], "onnx", {"threads": 1})
+    onnx = open_backend(bundle_dir / fp32.file, "onnx", {"threads": 1})
     RKNNLite.compute = lambda inputs: onnx.run([inputs[0].astype(np.float32).transpose(0, 3, 1, 2) / 255])
     RKNNLite.delays = {mask: 0.05 for mask in (1, 2, 4)}
     (tmp_path / "detector.rknn").write_bytes(b"RKNN stand-in model")
-    entry = {**fp32, "file": "detector.rknn", "format": "rknn",
-             "input": {**fp32["input"], "shape": [1, 640, 640, 3], "layout": "NHWC", "dtype": "uint8"}}
-    write_manifest(tmp_path, {"name": "npu", "target": "rk3588", "models": {"detector": entry}})
+    fed = fp32.input.model_copy(update={"shape": [1, 640, 640, 3], "layout": "NHWC", "dtype": "uint8"})
+    entry = fp32.model_copy(update={"file": "detector.rknn", "format": "rknn", "input": fed})
+    write_manifest(tmp_path, Manifest(name="npu", target="rk3588", models=Models(detector=entry)))
     yield tmp_path, RKNNLite
     onnx.close()
     for name in ("rknnlite.api", "rknnlite"):

@@ -21,6 +21,7 @@ from pypdf import PdfReader
 from recoloured import TEST_SOURCE, collect_crops, recoloured
 
 from edge import schema
+from edge.bundle import Preprocess
 from edge.cli import main
 from edge.convert.attribute_metrics import IGNORE, scores
 from edge.convert.attribute_net import AttributeNet, load_backbone, read_checkpoint
@@ -196,7 +197,7 @@ def test_a_backbone_file_starts_every_backbone(tmp_path: Path) -> None:
 
 def test_evaluation_crops_are_the_runtimes_pixels(clip_frames) -> None:
     crop = clip_frames[1][100:300, 300:380]
-    preprocess = {"color": "RGB", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+    preprocess = Preprocess(color="RGB", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
     runtime = to_tensor(prepare_crop(crop, 64), preprocess)[0]
     assert np.abs(eval_transform(64)(crop).numpy() - runtime).max() < 1e-5
     torch.manual_seed(0)

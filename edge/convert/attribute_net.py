@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge.bundle import InputSpec, PerAttributeOutput, Preprocess
 from edge.schema import ATTRIBUTES, as_manifest
 
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -198,8 +199,10 @@ def load_backbone(net: AttributeNet, path: Path) -> None:
             raise CheckpointError(f"{path}: not the weights of a torchvision {net.arch} backbone") from None
 
 
-def export_onnx(net: AttributeNet, path: Path, batch: int | None = None) -> dict[str, Any]:
-    """Export to ONNX (opset 13) and return the manifest's input/output description.
+def export_onnx(
+    net: AttributeNet, path: Path, batch: int | None = None
+) -> dict[str, InputSpec | Preprocess | PerAttributeOutput]:
+    """Export to ONNX (opset 13) and return the manifest entry's ``input``, ``preprocess`` and ``output``.
 
     Parameters
     ----------
@@ -221,13 +224,9 @@ def export_onnx(net: AttributeNet, path: Path, batch: int | None = None) -> dict
             dynamic_axes=dynamic, opset_version=13, dynamo=False,
         )
     return {
-        "input": {
-            "name": "crops", "shape": [batch or -1, 3, size, size],
-            "layout": "NCHW", "dtype": "float32",
-        },
-        "preprocess": {
-            "resize": "longest-center", "color": "RGB",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-        },
-        "output": {"layout": "per-attribute", "names": names},
+        "input": InputSpec(name="crops", shape=[batch or -1, 3, size, size], layout="NCHW", dtype="float32"),
+        "preprocess": Preprocess(
+            resize="longest-center", color="RGB", mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+        ),
+        "output": PerAttributeOutput(layout="per-attribute", names=names),
     }

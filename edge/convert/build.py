@@ -45,7 +45,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.bundle import TASKS, sha256_file, staging, write_manifest
+from edge.bundle import (
+    TASKS,
+    AttributeModel,
+    Golden,
+    InputSpec,
+    Manifest,
+    ModelEntry,
+    Models,
+    Quantization,
+    sha256_file,
+    staging,
+    write_manifest,
+)
 from edge.convert import attribute_net
 from edge.convert.calibrate import CalibrationSet, load_calibration_set
 from edge.convert.export import (
@@ -77,9 +89,9 @@ from edge.convert.toolchains.base import (
     images_bar,
     timed,
 )
-from edge.runtime.attributes import AttributeClassifier, answered_attributes, prepare_crop
+from edge.runtime.attributes import AttributeClassifier, prepare_crop
 from edge.runtime.backends.base import open_backend
-from edge.runtime.detector import Detections, Detector, Letterbox, input_size, letterbox
+from edge.runtime.detector import Detections, Detector, Letterbox, letterbox
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
 from edge.runtime.pipeline import crop
 from edge.settings import RuntimeSettings
@@ -307,7 +319,7 @@ class _Conversion:
         # The set's letterboxed frames fix the input: square, or the cameras' aspect.
         size = tuple(self.calibration.meta["input_size"])
         fp32 = export_detector(weights, fp32_path, size)
-        entry = {**fp32, "output": export_head(weights, source, head, size)}
+        entry = fp32.model_copy(update={"output": export_head(weights, source, head, size)})
         held_out = self.calibration.files("detector", "held_out")
         fp32_backend = open_backend(fp32_path, "onnx", {"threads": THREADS})
         reference = Detector(fp32_backend, fp32)
@@ -332,12 +344,12 @@ class _Conversion:
         calibration = self.calibration.files("detector", "calibration")
         return Model("detector", entry, source, calibration, held_out, extra), judge
 
-    def _check_size(self, task: str, model_input: dict[str, Any], set_size: list[int]) -> None:
+    def _check_size(self, task: str, model_input: InputSpec, set_size: list[int]) -> None:
         """Refuse a calibration set made for another input size (it would calibrate wrongly)."""
-        if list(input_size(model_input)) != list(set_size):
+        if list(model_input.size) != list(set_size):
             raise ConversionError(
                 f"{task}: the calibration set {self.calibration.path} holds {list(set_size)} images, "
-                f"the model takes {list(input_size(model_input))}: rebuild the set"
+                f"the model takes {list(model_input.size)}: rebuild the set"
             )
 
     def _attributes(self) -> tuple[Model, Judge]:
@@ -346,7 +358,7 @@ class _Conversion:
         opts = self.options
         entry = export_attributes(fp32_path, opts.attr_arch, opts.attr_seed, opts.attr_checkpoint)
         crop_size = self.calibration.meta["crop_size"]
-        self._check_size("attributes", entry["input"], [crop_size, crop_size])
+        self._check_size("attributes", entry.input, [crop_size, crop_size])
         source, batch = fp32_path, self.toolchain.fixed_batch
         if batch is not None:
             source = self.work / f"attributes-batch{batch}.onnx"
@@ -356,7 +368,7 @@ class _Conversion:
         classifier = AttributeClassifier(open_backend(fp32_path, "onnx", {"threads": THREADS}), entry)
         expected = classifier.logits([cv2.imread(str(p)) for p in held_out + labelled])
         n = len(held_out)
-        held = answered_attributes(entry)
+        held = entry.answered
 
         def judge(outputs: Outputs) -> tuple[Any, list[str]]:
             found = _logits(outputs, entry)
@@ -388,10 +400,9 @@ class _Conversion:
 
     # -- golden outputs of bundles whose models cannot run here (RKNN, TensorRT) -------
 
-    def _golden_frames(self, entry: dict[str, Any]) -> _Golden:
+    def _golden_frames(self, entry: ModelEntry) -> _Golden:
         """Letterbox the golden frames as the runtime would; remember how each was fitted."""
-        size = input_size(entry["input"])
-        pad = entry["preprocess"].get("pad_value", 114)
+        size, pad = entry.input.size, entry.preprocess.pad_value
         (self.work / "golden").mkdir()
         golden = _Golden(golden_frames(), [], [])
         for i, frame in enumerate(golden.frames):
@@ -430,7 +441,7 @@ class _Conversion:
             cv2.imwrite(str(path), prepare_crop(piece, size))
         return paths
 
-    def _record_golden(self, folder: Path) -> dict[str, Any]:
+    def _record_golden(self, folder: Path) -> Golden:
         """Save the golden images; return the INT8 models' answers (the ``golden`` section)."""
         assert self.golden is not None
         logits: dict[str, np.ndarray] = {}
@@ -444,33 +455,33 @@ class _Conversion:
 
     def _assemble(self, folder: Path, report: dict[str, Any]) -> None:
         """Copy the chosen models in; write the manifest, the golden outputs and the report."""
-        manifest = {
-            "name": self.options.bundle,
-            "target": self.target.name,
-            "platform": self.target.platform,
-            "npu_cores": self.target.npu_cores,
-            "created": report["created"],
-            "tools": self.tools,
-            "models": {task: self._entry(task, folder) for task in self.chosen},
-            "verification": _verification(report, self.chosen),
-        }
+        manifest = Manifest(
+            name=self.options.bundle,
+            target=self.target.name,
+            platform=self.target.platform,
+            npu_cores=self.target.npu_cores,
+            created=report["created"],
+            tools=self.tools,
+            models=Models(**{task: self._entry(task, folder) for task in self.chosen}),
+            verification=_verification(report, self.chosen),
+        )
         if self.golden is not None:
-            manifest["golden"] = self._record_golden(folder)
+            manifest = manifest.model_copy(update={"golden": self._record_golden(folder)})
         write_manifest(folder, manifest)
         if self.golden is None:  # the models run here: let the runtime itself record them
             add_golden(folder, golden_frames())
         write_report(folder, report)
 
-    def _entry(self, task: str, folder: Path) -> dict[str, Any]:
+    def _entry(self, task: str, folder: Path) -> ModelEntry:
         """Return the manifest entry of a chosen INT8 model, its file copied into ``folder``."""
         model, attempt = self.models[task], self.chosen[task].attempt
         file = f"{task}{attempt.file.suffix}"
         for part in (attempt.file, *attempt.companions):
             shutil.copyfile(part, folder / f"{task}{part.suffix}")
-        return self.toolchain.bundle_entry({
-            **model.entry, "file": file, "format": self.toolchain.format,
-            "quantization": {**attempt.quantization, "calibration": self.calibration.describe()},
-        })
+        quantization = Quantization(**attempt.quantization, calibration=self.calibration.describe())
+        return self.toolchain.bundle_entry(model.entry.model_copy(update={
+            "file": file, "format": self.toolchain.format, "quantization": quantization,
+        }))
 
     def _report(self, passed: bool) -> dict[str, Any]:
         opts = self.options
@@ -495,9 +506,9 @@ class _Conversion:
         }
 
 
-def _logits(outputs: Outputs, entry: dict[str, Any]) -> dict[str, np.ndarray]:
+def _logits(outputs: Outputs, entry: AttributeModel) -> dict[str, np.ndarray]:
     """Stack per-crop attribute outputs into ``{attribute: (crops, labels)}`` logits."""
-    return {name: np.concatenate([o[j] for o in outputs]) for j, name in enumerate(entry["output"]["names"])}
+    return {name: np.concatenate([o[j] for o in outputs]) for j, name in enumerate(entry.output.names)}
 
 
 def _rows(logits: dict[str, np.ndarray], start: int, stop: int | None) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from edge.bundle import Bundle, sha256_file, staging, write_json_atomic
 from edge.runtime.attributes import prepare_crop
-from edge.runtime.detector import Detector, input_size, letterbox
+from edge.runtime.detector import Detector, letterbox
 from edge.runtime.models import load_detector, model_options
 from edge.runtime.pipeline import crop
 from edge.runtime.sources import open_source
@@ -254,7 +254,7 @@ def build_calibration_set(
             "sources": [{"uri": s.uri, "frames": len(s.indices)} for s in scanned],
             "recipe": asdict(recipe),
             "fp32_bundle": str(bundle.path),
-            "input_size": list(input_size(bundle.model("detector")["input"])),
+            "input_size": list(bundle.model("detector").input.size),
             "crop_size": _crop_size(bundle),
             "files": files,
             "sha256": content_hash(tmp, files),
@@ -330,7 +330,7 @@ def _pick(
 
 
 def _crop_size(bundle: Bundle) -> int:
-    return int(input_size(bundle.model("attributes")["input"])[0])
+    return int(bundle.model("attributes").input.size[0])
 
 
 def _write_images(
@@ -344,8 +344,7 @@ def _write_images(
     """Read the picked frames again; write them letterboxed and their person crops."""
     entry = bundle.model("detector")
     detector = load_detector(bundle, model_options(bundle, "detector", os.cpu_count() or 1))
-    size = input_size(entry["input"])
-    pad = entry["preprocess"].get("pad_value", 114)
+    size, pad = entry.input.size, entry.preprocess.pad_value
     splits = {name: _Split(keys) for name, keys in picks.items()}
     files: dict[str, dict[str, list[str]]] = {m: {s: [] for s in SPLITS} for m in MODELS}
     total = sum(len(keys) for keys in picks.values())

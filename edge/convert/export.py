@@ -11,7 +11,23 @@ import cv2
 import numpy as np
 
 from edge import schema
-from edge.bundle import load_bundle, sha256_file, staging, write_manifest
+from edge.bundle import (
+    Architecture,
+    AttributeModel,
+    DetectorModel,
+    InputSpec,
+    Manifest,
+    Models,
+    Preprocess,
+    Quantization,
+    Source,
+    StockOutput,
+    Training,
+    load_bundle,
+    sha256_file,
+    staging,
+    write_manifest,
+)
 from edge.convert import attribute_net
 from edge.convert.heads import ImageSize, export_stock_onnx, input_hw
 from edge.runtime.golden import DEFAULT_TOLERANCE, record_golden
@@ -46,7 +62,7 @@ def load_yolo(weights: Path) -> Any:
     return YOLO(str(weights))
 
 
-def export_detector(weights: Path, out: Path, imgsz: ImageSize = DETECTOR_SIZE) -> dict[str, Any]:
+def export_detector(weights: Path, out: Path, imgsz: ImageSize = DETECTOR_SIZE) -> DetectorModel:
     """Export a YOLOv8 checkpoint with Ultralytics' stock head and describe it.
 
     Parameters
@@ -60,35 +76,31 @@ def export_detector(weights: Path, out: Path, imgsz: ImageSize = DETECTOR_SIZE) 
 
     Returns
     -------
-    dict
+    DetectorModel
         The manifest entry (without ``sha256``).
     """
     model = load_yolo(weights)
     height, width = input_hw(imgsz)
     export_stock_onnx(weights, out, (height, width))
     classes = [model.names[i] for i in range(len(model.names))]
-    return {
-        "task": "detector",
-        "file": out.name,
-        "format": "onnx",
-        "input": {
-            "name": "images", "shape": [1, 3, height, width],
-            "layout": "NCHW", "dtype": "float32",
-        },
-        "preprocess": {
-            "resize": "letterbox", "pad_value": 114, "color": "RGB",
-            "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0],
-        },
-        "output": {"layout": "yolov8-stock", "names": ["output0"]},
-        "classes": classes,
+    return DetectorModel(
+        task="detector",
+        file=out.name,
+        format="onnx",
+        input=InputSpec(name="images", shape=[1, 3, height, width], layout="NCHW", dtype="float32"),
+        preprocess=Preprocess(
+            resize="letterbox", pad_value=114, color="RGB", mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0],
+        ),
+        output=StockOutput(layout="yolov8-stock", names=["output0"]),
+        classes=classes,
         # The default checkpoint's classes ("normal", "fall") are both people.
-        "person_classes": list(range(len(classes))),
-        "quantization": {"dtype": "float32"},
-        "source": {"weights": Path(weights).name, "sha256": sha256_file(Path(weights))},
-    }
+        person_classes=list(range(len(classes))),
+        quantization=Quantization(dtype="float32"),
+        source=Source(weights=Path(weights).name, sha256=sha256_file(Path(weights))),
+    )
 
 
-def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) -> dict[str, Any]:
+def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) -> AttributeModel:
     """Export the attribute network (trained checkpoint, or seeded untrained) and describe it.
 
     A trained one's entry says ``trained: true`` and, under ``training``, what it learnt
@@ -102,36 +114,36 @@ def export_attributes(out: Path, arch: str, seed: int, checkpoint: Path | None) 
     else:
         net = attribute_net.build_untrained(arch, shared=True, seed=seed)
     io = attribute_net.export_onnx(net, out)
-    return {
-        "task": "attributes",
-        "file": out.name,
-        "format": "onnx",
+    return AttributeModel(
+        task="attributes",
+        file=out.name,
+        format="onnx",
         **io,
-        "schema": schema.as_manifest(),
-        "trained": checkpoint is not None,
-        "architecture": {**net.describe(), "seed": None if checkpoint else seed},
-        **({"training": training} if training else {}),
-        "quantization": {"dtype": "float32"},
-    }
+        labels=schema.as_manifest(),
+        trained=checkpoint is not None,
+        architecture=Architecture(**net.describe(), seed=None if checkpoint else seed),
+        **({"training": training} if training else {}),  # an untrained model's entry has no key
+        quantization=Quantization(dtype="float32"),
+    )
 
 
-def training_summary(ckpt: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+def training_summary(ckpt: dict[str, Any], checkpoint: Path) -> Training:
     """Return the manifest's ``training``: checkpoint, datasets, attributes learnt, validation.
 
     ``learnt`` names the attributes some training crop knew (a checkpoint older than that
     record: all of them); the conversion gate holds INT8 to FP32 on those only.
     """
-    return {
-        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
-        "datasets": ckpt.get("datasets", []),
-        "learnt": ckpt.get("learnt", list(schema.ATTRIBUTES)),
-        "epoch": ckpt.get("epoch"),
-        "validation": {
+    return Training(
+        checkpoint={"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))},
+        datasets=ckpt.get("datasets", []),
+        learnt=ckpt.get("learnt", list(schema.ATTRIBUTES)),
+        epoch=ckpt.get("epoch"),
+        validation={
             "mA": ckpt.get("mA"), "accuracy": ckpt.get("mean_accuracy"),
             "per_attribute": {name: {k: f[k] for k in ("known", "accuracy", "mA")}
                               for name, f in ckpt.get("per_attribute", {}).items()},
         },
-    }
+    )
 
 
 def golden_frames() -> list[np.ndarray]:
@@ -158,14 +170,13 @@ def add_golden(bundle_dir: Path, frames: list[np.ndarray], crops_per_frame: int 
     detections = [detector(frame, conf_th - DEFAULT_TOLERANCE["score"]) for frame in frames]
     crops: list[np.ndarray] = []
     logits: dict[str, np.ndarray] = {}
-    if "attributes" in bundle.manifest["models"]:
+    if bundle.has("attributes"):
         pieces = (crop(frame, box) for frame, det in zip(frames, detections, strict=True)
                   for box in det.boxes[:crops_per_frame])
         crops = [c for c in pieces if c is not None]
         logits = load_classifier(bundle).logits(crops)
-    manifest = dict(bundle.manifest)
-    manifest["golden"] = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
-    write_manifest(bundle_dir, manifest)
+    golden = record_golden(bundle_dir, frames, crops, detections, logits, conf_th)
+    write_manifest(bundle_dir, bundle.manifest.model_copy(update={"golden": golden}))
 
 
 def build_fp32_bundle(
@@ -189,18 +200,16 @@ def build_fp32_bundle(
         The bundle folder ``out``.
     """
     with staging(out) as tmp:
-        manifest = {
-            "name": out.parent.name,
-            "target": "cpu",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "tools": tool_versions("ultralytics", "torch", "onnx", "onnxruntime"),
-            "models": {
-                "detector": export_detector(weights, tmp / "detector.onnx", imgsz),
-                "attributes": export_attributes(
-                    tmp / "attributes.onnx", attr_arch, attr_seed, attr_checkpoint
-                ),
-            },
-        }
+        manifest = Manifest(
+            name=out.parent.name,
+            target="cpu",
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            tools=tool_versions("ultralytics", "torch", "onnx", "onnxruntime"),
+            models=Models(
+                detector=export_detector(weights, tmp / "detector.onnx", imgsz),
+                attributes=export_attributes(tmp / "attributes.onnx", attr_arch, attr_seed, attr_checkpoint),
+            ),
+        )
         write_manifest(tmp, manifest)
         add_golden(tmp, golden_frames())
     return out

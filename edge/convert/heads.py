@@ -43,7 +43,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from edge.bundle import DetectorOutput, DflOutput, SplitOutput, StockOutput
 
 if TYPE_CHECKING:
     import torch
@@ -263,7 +265,7 @@ def export_split_onnx(weights: Path, out: Path, imgsz: ImageSize = DEFAULT_SIDE)
 
 def export_head(
     weights: Path, out: Path, head: str = "zoo", imgsz: ImageSize = DEFAULT_SIDE
-) -> dict[str, Any]:
+) -> DetectorOutput:
     """Export a YOLOv8 checkpoint in the layout ``head`` and describe its outputs.
 
     Parameters
@@ -279,7 +281,7 @@ def export_head(
 
     Returns
     -------
-    dict[str, Any]
+    DetectorOutput
         The manifest entry's ``output`` section: ``layout``, ``names`` and, for the
         model-zoo layout, ``strides``.
 
@@ -290,13 +292,13 @@ def export_head(
     """
     if head == "zoo":
         strides = _export_swapped(weights, out, imgsz, _zoo_forward, zoo_output_names)
-        return {"layout": "yolov8-dfl", "names": zoo_output_names(strides), "strides": list(strides)}
+        return DflOutput(layout="yolov8-dfl", names=zoo_output_names(strides), strides=list(strides))
     if head == "split":
         export_split_onnx(weights, out, imgsz)
-        return {"layout": "yolov8-split", "names": list(SPLIT_OUTPUT_NAMES)}
+        return SplitOutput(layout="yolov8-split", names=list(SPLIT_OUTPUT_NAMES))
     if head == "stock":
         export_stock_onnx(weights, out, imgsz)
-        return {"layout": "yolov8-stock", "names": ["output0"]}
+        return StockOutput(layout="yolov8-stock", names=["output0"])
     raise ValueError(f"unknown head layout {head!r} (known: {', '.join(HEADS)})")
 
 

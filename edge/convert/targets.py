@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.convert.toolchains.base import Request, Toolchain, open_toolchain, toolchain_class
+from edge.runtime.backends.rknnlite import NPU_CORES
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class Target:
     platform : str
         The board's platform, as the manifest names it (the SoC for Rockchip boards).
     npu_cores : int
-        NPU cores of the SoC (one RKNNLite instance each); 0 without an NPU.
+        NPU cores of the SoC (one RKNNLite instance each; the runtime's
+        :data:`~edge.runtime.backends.rknnlite.NPU_CORES`); 0 without an NPU. The
+        manifest records it; a device counts its own cores from its device tree.
     folder : str
         The bundle's folder under ``models/<bundle>/``. The ``cpu`` INT8 bundle lives in
         ``cpu-int8`` because ``cpu`` holds the FP32 bundle of ``make models``.
@@ -80,18 +83,14 @@ class Target:
         return open_toolchain(self.toolchain, {**self.options, **(options or {})}, request)
 
 
-def _rockchip(soc: str, npu_cores: int) -> Target:
-    return Target(soc, "rknn", soc, npu_cores, soc, {"platform": soc})
+def _rockchip(soc: str) -> Target:
+    return Target(soc, "rknn", soc, NPU_CORES[soc], soc, {"platform": soc})
 
 
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        _rockchip("rk3588", 3),
-        _rockchip("rk3576", 2),
-        _rockchip("rk3568", 1),
-        _rockchip("rk3566", 1),
-        _rockchip("rk3562", 1),
+        *(_rockchip(soc) for soc in NPU_CORES),
         Target("cpu", "qdq_onnx", "cpu", 0, "cpu-int8", {"scheme": "cpu"}),
         Target("jetson-orin", "qdq_onnx", "jetson-orin", 0, "jetson-orin", {"scheme": "tensorrt"}),
         Target("openvino", "openvino", "openvino", 0, "openvino"),

@@ -13,13 +13,12 @@ std. Training uses :func:`prepare_crop` too, so both see identical pixels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
+from edge.bundle import AttributeModel
 from edge.runtime.backends.base import Backend
-from edge.runtime.detector import input_size, to_tensor
+from edge.runtime.detector import to_tensor
 from edge.runtime.evidence import CropAnswer, crop_quality
 
 
@@ -47,15 +46,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def answered_attributes(entry: dict[str, Any]) -> list[str]:
-    """Return the attributes a bundle's attribute model answers (and the gate holds it to).
-
-    A trained model's are those it learnt (its ``training.learnt``: the heads no training
-    crop taught answer noise); an untrained one answers every head, marked untrained.
-    """
-    return list(entry.get("training", {}).get("learnt", entry["schema"]))
-
-
 class AttributeClassifier:
     """The attribute model on any backend: crops in, label probabilities per attribute out.
 
@@ -63,26 +53,23 @@ class AttributeClassifier:
     ----------
     backend : Backend
         The backend holding the attribute model.
-    entry : dict
-        The manifest's ``attributes`` entry (its ``schema`` names the labels, its
-        ``trained`` says whether the answers mean anything, and a trained model's
-        ``training.learnt`` which attributes: only those are answered).
+    entry : AttributeModel
+        The manifest's ``attributes`` entry (its ``schema`` names the labels and the
+        outputs follow it, its ``trained`` says whether the answers mean anything, and
+        :attr:`~edge.bundle.AttributeModel.answered` which attributes are answered).
     """
 
-    def __init__(self, backend: Backend, entry: dict[str, Any]) -> None:
+    def __init__(self, backend: Backend, entry: AttributeModel) -> None:
         self.backend = backend
-        self.schema: dict[str, list[str]] = entry["schema"]
-        self.trained = bool(entry.get("trained", False))
-        self.answered = answered_attributes(entry)  # the others stay unknown on every track
-        self._preprocess = entry["preprocess"]
-        self._input = entry["input"]
-        shape = self._input["shape"]
-        self._size = int(input_size(self._input)[0])
+        self.schema: dict[str, list[str]] = entry.labels
+        self.trained = entry.trained
+        self.answered = entry.answered  # the others stay unknown on every track
+        self._preprocess = entry.preprocess
+        self._input = entry.input
+        self._size = int(self._input.size[0])
         # A fixed batch axis (NPU models) is fed in chunks of that size, padded.
-        self._batch = int(shape[0]) if int(shape[0]) > 0 else None
-        names = entry["output"]["names"]
-        if list(names) != list(self.schema):
-            raise ValueError(f"attribute outputs {names} do not follow the schema {list(self.schema)}")
+        batch = self._input.shape[0]
+        self._batch = batch if batch > 0 else None
 
     def logits(self, crops: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Return each attribute's ``(len(crops), n_labels)`` logits."""

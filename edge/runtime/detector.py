@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.bundle import DetectorModel, DetectorOutput, DflOutput, InputSpec, Preprocess
 from edge.runtime.backends.base import Backend
 from edge.settings import RuntimeSettings
 
@@ -94,40 +95,29 @@ def letterbox(
     return padded, Letterbox(gain, left, top)
 
 
-def to_tensor(
-    image: np.ndarray, preprocess: dict[str, Any], input_spec: dict[str, Any] | None = None
-) -> np.ndarray:
+def to_tensor(image: np.ndarray, preprocess: Preprocess, input_spec: InputSpec | None = None) -> np.ndarray:
     """Turn a BGR ``HxWx3`` uint8 image into the model's input tensor (batch of one).
 
     Colour order, mean and std (pixel units) come from the manifest's ``preprocess``;
-    layout (``NCHW``, the default, or ``NHWC``) and dtype from its ``input``. A
+    layout (``NCHW`` without an ``input``) and dtype from its ``input``. A
     ``uint8`` input takes the pixels as they are: such a model (an RKNN built with
     ``mean_values``/``std_values``) normalizes inside. OpenCV's ``blobFromImage``
     makes the float tensor in one pass (seven times faster than numpy's steps here).
     """
-    spec = input_spec or {}
-    rgb = preprocess.get("color", "RGB") == "RGB"
-    nchw = spec.get("layout", "NCHW") == "NCHW"
-    if spec.get("dtype", "float32") == "uint8":
+    rgb = preprocess.color == "RGB"
+    nchw = input_spec is None or input_spec.layout == "NCHW"
+    if input_spec is not None and input_spec.dtype == "uint8":
         x = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if rgb else image)[None]
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)
-    mean = preprocess.get("mean", (0, 0, 0))
-    std = preprocess.get("std", (255, 255, 255))
     params = cv2.dnn.Image2BlobParams(
-        scalefactor=tuple(1.0 / float(v) for v in std), mean=tuple(float(v) for v in mean), swapRB=rgb,
+        scalefactor=tuple(1.0 / v for v in preprocess.std), mean=tuple(preprocess.mean), swapRB=rgb,
         ddepth=cv2.CV_32F, datalayout=cv2.dnn.DNN_LAYOUT_NCHW if nchw else cv2.dnn.DNN_LAYOUT_NHWC,
     )
     return cv2.dnn.blobFromImageWithParams(image, params)
 
 
-def input_size(input_spec: dict[str, Any]) -> tuple[int, int]:
-    """Return ``(height, width)`` of a manifest ``input`` in either layout."""
-    shape = input_spec["shape"]
-    return (shape[1], shape[2]) if input_spec.get("layout") == "NHWC" else (shape[2], shape[3])
-
-
 def decode_stock(
-    outputs: Sequence[np.ndarray], _: dict[str, Any], conf_th: float | None = None
+    outputs: Sequence[np.ndarray], _: DetectorOutput, conf_th: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode Ultralytics' single-output head.
 
@@ -154,7 +144,7 @@ def decode_stock(
 
 
 def decode_split(
-    outputs: Sequence[np.ndarray], output: dict[str, Any], conf_th: float | None = None
+    outputs: Sequence[np.ndarray], output: DetectorOutput, conf_th: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode the stock head's boxes and scores given as two outputs; see :func:`decode_stock`."""
     return decode_stock([np.concatenate(outputs[:2], axis=1)], output, conf_th)
@@ -175,7 +165,7 @@ def _grid(h: int, w: int) -> np.ndarray:
 
 
 def decode_dfl(
-    outputs: Sequence[np.ndarray], output: dict[str, Any], conf_th: float | None = None
+    outputs: Sequence[np.ndarray], output: DflOutput, conf_th: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode rknn_model_zoo's per-stride DFL head (``box, cls, sum`` per stride).
 
@@ -191,7 +181,7 @@ def decode_dfl(
         ``(A, nc)`` class scores.
     """
     all_boxes, all_scores = [], []
-    for i, stride in enumerate(output["strides"]):
+    for i, stride in enumerate(output.strides):
         box_logits, scores, total = (outputs[3 * i + k][0] for k in range(3))
         _, h, w = box_logits.shape
         anchors = slice(None) if conf_th is None else np.flatnonzero(total.reshape(-1) > conf_th - SUM_MARGIN)
@@ -209,7 +199,7 @@ def decode_dfl(
     return np.concatenate(all_boxes), np.concatenate(all_scores)
 
 
-Decoder = Callable[[Sequence[np.ndarray], dict[str, Any], "float | None"], tuple[np.ndarray, np.ndarray]]
+Decoder = Callable[[Sequence[np.ndarray], Any, "float | None"], tuple[np.ndarray, np.ndarray]]
 DECODERS: dict[str, Decoder] = {
     "yolov8-stock": decode_stock,
     "yolov8-split": decode_split,
@@ -237,7 +227,7 @@ class Detector:
     ----------
     backend : Backend
         The backend holding the detector model.
-    entry : dict
+    entry : DetectorModel
         The manifest's ``detector`` entry.
     max_det : int
         At most this many detections per frame.
@@ -246,22 +236,21 @@ class Detector:
     def __init__(
         self,
         backend: Backend,
-        entry: dict[str, Any],
+        entry: DetectorModel,
         max_det: int = 300,
     ) -> None:
         self.backend = backend
         self.max_det = max_det
-        self._preprocess = entry["preprocess"]
-        self._output = entry["output"]
-        self._decode = DECODERS[self._output["layout"]]
-        self._input = entry["input"]
-        self._size = input_size(self._input)
-        self.classes: list[str] = list(entry["classes"])
-        self._persons = np.asarray(entry["person_classes"], dtype=int)
+        self._preprocess = entry.preprocess
+        self._output = entry.output
+        self._decode = DECODERS[self._output.layout]
+        self._input = entry.input
+        self.classes: list[str] = list(entry.classes)
+        self._persons = np.asarray(entry.person_classes, dtype=int)
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Letterbox and normalize a BGR frame into the model's input tensor."""
-        image, box = letterbox(frame, self._size, self._preprocess.get("pad_value", 114))
+        image, box = letterbox(frame, self._input.size, self._preprocess.pad_value)
         return to_tensor(image, self._preprocess, self._input), box
 
     def postprocess(

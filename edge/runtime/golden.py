@@ -48,15 +48,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.bundle import Bundle, BundleError
+from edge.bundle import Bundle, BundleError, Golden, GoldenDetections, GoldenLogits, Tolerance
 from edge.runtime.attributes import AttributeClassifier
 from edge.runtime.detector import Detections, Detector
 from edge.runtime.models import load_classifier, load_detector
 
 GOLDEN_DIR = "golden"
-DEFAULT_TOLERANCE = {
-    "box_iou": 0.9, "score": 0.05, "logit_cosine": 0.99, "near_threshold": 0.1, "top1_margin": 0.5,
-}
+DEFAULT_TOLERANCE = Tolerance().model_dump()
+"""The margins a manifest's ``tolerance`` takes where it names none (:class:`edge.bundle.Tolerance`)."""
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -76,8 +75,8 @@ def record_golden(
     detections: list[Detections],
     logits: dict[str, np.ndarray],
     conf_th: float = 0.3,
-    tolerance: dict[str, float] | None = None,
-) -> dict[str, Any]:
+    tolerance: Tolerance | None = None,
+) -> Golden:
     """Save the reference images into the bundle and return the manifest's ``golden`` section.
 
     Parameters
@@ -92,7 +91,7 @@ def record_golden(
         The bundle's attribute logits on ``crops`` (attribute -> ``(len(crops), n)``).
     conf_th : float
         The threshold the comparison is made at.
-    tolerance : dict, optional
+    tolerance : Tolerance, optional
         ``box_iou``, ``score``, ``logit_cosine``, ``near_threshold`` and ``top1_margin``
         (see the module's docstring); :data:`DEFAULT_TOLERANCE` when None.
     """
@@ -102,22 +101,19 @@ def record_golden(
     for i, (frame, det) in enumerate(zip(frames, detections, strict=True)):
         name = f"{GOLDEN_DIR}/frame_{i}.png"
         cv2.imwrite(str(bundle_dir / name), frame)
-        detector_entries.append({
-            "image": name, "boxes": det.boxes.round(2).tolist(),
-            "scores": det.scores.round(4).tolist(), "classes": det.classes.tolist(),
-        })
+        detector_entries.append(GoldenDetections(
+            image=name, boxes=det.boxes.round(2).tolist(),
+            scores=det.scores.round(4).tolist(), classes=det.classes.tolist(),
+        ))
     for i, crop in enumerate(crops):
         name = f"{GOLDEN_DIR}/crop_{i}.png"
         cv2.imwrite(str(bundle_dir / name), crop)
         attribute_entries.append(
-            {"image": name, "logits": {k: v[i].round(5).tolist() for k, v in logits.items()}}
+            GoldenLogits(image=name, logits={k: v[i].round(5).tolist() for k, v in logits.items()})
         )
-    return {
-        "conf_th": conf_th,
-        "tolerance": dict(tolerance or DEFAULT_TOLERANCE),
-        "detector": detector_entries,
-        "attributes": attribute_entries,
-    }
+    # Every margin is written, so that the bundle keeps them if the defaults change.
+    return Golden(conf_th=conf_th, tolerance=tolerance or Tolerance.model_validate(DEFAULT_TOLERANCE),
+                  detector=detector_entries, attributes=attribute_entries)
 
 
 @dataclass
@@ -158,27 +154,27 @@ class GoldenReport:
         return not self.problems and self.checked_images + self.checked_crops > 0
 
 
-def _has_partner(ious: np.ndarray, score: float, other_scores: np.ndarray, tol: dict[str, float]) -> bool:
+def _has_partner(ious: np.ndarray, score: float, other_scores: np.ndarray, tol: Tolerance) -> bool:
     """Say whether the best-overlapping box of the other side is close in place and score."""
     if not ious.size:
         return False
     j = int(ious.argmax())
-    return bool(ious[j] >= tol["box_iou"] and abs(other_scores[j] - score) <= tol["score"])
+    return bool(ious[j] >= tol.box_iou and abs(other_scores[j] - score) <= tol.score)
 
 
 def _compare_detections(
     name: str,
-    golden: dict[str, Any],
+    golden: GoldenDetections,
     found: Detections,
     conf_th: float,
-    tol: dict[str, float],
+    tol: Tolerance,
     report: GoldenReport,
 ) -> None:
     """Every confident box on either side must have a partner on the other, or be near the threshold."""
-    g_boxes = np.asarray(golden["boxes"], np.float32).reshape(-1, 4)
-    g_scores = np.asarray(golden["scores"], np.float32)
+    g_boxes = np.asarray(golden.boxes, np.float32).reshape(-1, 4)
+    g_scores = np.asarray(golden.scores, np.float32)
     iou = box_iou(g_boxes, found.boxes)
-    near = conf_th + tol["near_threshold"]
+    near = conf_th + tol.near_threshold
     sides = (("golden", g_scores, found.scores, iou), ("device", found.scores, g_scores, iou.T))
     for side, scores, other, pairs in sides:
         for i in np.flatnonzero(scores >= conf_th):
@@ -196,17 +192,17 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _compare_logits(
-    name: str, got: np.ndarray, expected: np.ndarray, tol: dict[str, float], report: GoldenReport
+    name: str, got: np.ndarray, expected: np.ndarray, tol: Tolerance, report: GoldenReport
 ) -> None:
     """Hold the cosine, and the top-1 unless the golden logits nearly tie on the device's pick."""
     cos = _cosine(got, expected)
     top, golden_top = int(got.argmax()), int(expected.argmax())
     line = f"{name} logits differ (cosine {cos:.4f}, top-1 {top}, golden {golden_top})"
-    if cos < tol["logit_cosine"]:
+    if cos < tol.logit_cosine:
         report.problems.append(line)
     elif top != golden_top:
         gap = float(expected[golden_top] - expected[top])
-        if gap < tol["top1_margin"]:
+        if gap < tol.top1_margin:
             report.near_tied_top1.append(f"{line}, excused: golden margin {gap:.3f}")
         else:
             report.problems.append(line)
@@ -214,7 +210,7 @@ def _compare_logits(
 
 def check_golden(
     bundle_dir: Path,
-    golden: dict[str, Any],
+    golden: Golden,
     detector: Detector,
     classifier: AttributeClassifier | None,
 ) -> GoldenReport:
@@ -223,18 +219,17 @@ def check_golden(
     The detector runs at the golden threshold less the score tolerance, as the host did.
     A manifest's ``tolerance`` without a key takes :data:`DEFAULT_TOLERANCE`'s.
     """
-    tol = {**DEFAULT_TOLERANCE, **golden.get("tolerance", {})}
-    conf_th = golden.get("conf_th", 0.3)
+    tol, conf_th = golden.tolerance, golden.conf_th
     report = GoldenReport()
-    for entry in golden.get("detector", []):
-        found = detector(_read(bundle_dir, entry["image"]), conf_th - tol["score"])
-        _compare_detections(entry["image"], entry, found, conf_th, tol, report)
+    for shot in golden.detector:
+        found = detector(_read(bundle_dir, shot.image), conf_th - tol.score)
+        _compare_detections(shot.image, shot, found, conf_th, tol, report)
         report.checked_images += 1
-    for entry in golden.get("attributes", []) if classifier is not None else []:
-        logits = classifier.logits([_read(bundle_dir, entry["image"])])
-        for name, expected in entry["logits"].items():
+    for crop in golden.attributes if classifier is not None else []:
+        logits = classifier.logits([_read(bundle_dir, crop.image)])
+        for name, expected in crop.logits.items():
             golden_logits = np.asarray(expected, np.float32)
-            _compare_logits(f"{entry['image']}: {name}", logits[name][0], golden_logits, tol, report)
+            _compare_logits(f"{crop.image}: {name}", logits[name][0], golden_logits, tol, report)
         report.checked_crops += 1
     return report
 
@@ -279,15 +274,15 @@ def run_selftest(
     BackendError
         When a model cannot be opened on this device.
     """
-    golden = bundle.manifest.get("golden")
-    if not isinstance(golden, dict) or not golden.get("detector"):
+    golden = bundle.manifest.golden
+    if golden is None or not golden.detector:
         raise BundleError(f"{bundle.path}: the manifest has no golden outputs to test against")
     own = detector is None
     if detector is None:
         detector = load_detector(bundle, detector_options)
     classifier = None
     try:
-        if golden.get("attributes") and "attributes" in bundle.manifest["models"]:
+        if golden.attributes and bundle.has("attributes"):
             classifier = load_classifier(bundle, attribute_options)
         report = check_golden(bundle.path, golden, detector, classifier)
         ran = {"detector": detector, "attributes": classifier}

@@ -13,27 +13,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import Bundle, BundleError, load_bundle
+from edge.bundle import Bundle, BundleError, ModelEntry, load_bundle
 from edge.runtime.attributes import AttributeClassifier
 from edge.runtime.backends.base import Backend, TensorSpec, backend_class, check_options, open_backend
 from edge.runtime.detector import Detector
 from edge.runtime.worker import AttributeWorker
 
 
-def backend_name(entry: Mapping[str, Any]) -> str:
+def backend_name(entry: ModelEntry) -> str:
     """Return the backend that runs a manifest entry: its ``backend``, else its ``format``."""
-    return str(entry.get("backend") or entry["format"])
+    return entry.backend or entry.format
 
 
-def backend_options(entry: Mapping[str, Any], options: Mapping[str, Any] | None) -> dict[str, Any]:
+def backend_options(entry: ModelEntry, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return ``options`` over what the manifest entry asks of its backend.
 
     A backend that takes a ``precision`` runs at the entry's ``precision``, the one the
     bundle's gate measured, unless ``options`` name another.
     """
     merged = dict(options or {})
-    if "precision" in backend_class(backend_name(entry)).Options.model_fields and entry.get("precision"):
-        merged.setdefault("precision", entry["precision"])
+    if "precision" in backend_class(backend_name(entry)).Options.model_fields and entry.precision:
+        merged.setdefault("precision", entry.precision)
     return merged
 
 
@@ -110,29 +110,29 @@ def open_model(bundle: Bundle, task: str, options: Mapping[str, Any] | None = No
     backend = open_backend(bundle.model_path(task), backend_name(entry), backend_options(entry, options))
     if not backend.inputs:
         _describe_from_manifest(backend, entry)
-    actual, expected = backend.inputs[0], entry["input"]
-    shapes_agree = len(actual.shape) == len(expected["shape"]) and all(
-        a == e or -1 in (a, e) for a, e in zip(actual.shape, expected["shape"], strict=True)
+    actual, expected = backend.inputs[0], entry.input
+    shapes_agree = len(actual.shape) == len(expected.shape) and all(
+        a == e or -1 in (a, e) for a, e in zip(actual.shape, expected.shape, strict=True)
     )
-    if actual.name != expected["name"] or not shapes_agree:
+    if actual.name != expected.name or not shapes_agree:
         backend.close()
         raise BundleError(
             f"{bundle.model_path(task)}: input {actual.name} {list(actual.shape)} does not match "
-            f"the manifest's {expected['name']} {expected['shape']}"
+            f"the manifest's {expected.name} {expected.shape}"
         )
-    if len(backend.outputs) != len(entry["output"]["names"]):
+    if len(backend.outputs) != len(entry.output.names):
         backend.close()
         raise BundleError(
             f"{bundle.model_path(task)}: {len(backend.outputs)} outputs, the manifest names "
-            f"{len(entry['output']['names'])}"
+            f"{len(entry.output.names)}"
         )
     return backend
 
 
-def _describe_from_manifest(backend: Backend, entry: Mapping[str, Any]) -> None:
-    spec = entry["input"]
-    backend.inputs = [TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])]
-    backend.outputs = [TensorSpec(name, (), "float32") for name in entry["output"]["names"]]
+def _describe_from_manifest(backend: Backend, entry: ModelEntry) -> None:
+    spec = entry.input
+    backend.inputs = [TensorSpec(spec.name, tuple(spec.shape), spec.dtype)]
+    backend.outputs = [TensorSpec(name, (), "float32") for name in entry.output.names]
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def load_models(bundle_dir: Path, settings: ServiceSettings, *, selftest: bool =
 
 
 def _attribute_options(bundle: Bundle, settings: ServiceSettings) -> dict[str, Any] | None:
-    if "attributes" not in bundle.manifest["models"]:
+    if not bundle.has("attributes"):
         return None
     return model_options(bundle, "attributes", settings.runtime.attribute_threads, settings.attributes)
 

@@ -63,7 +63,7 @@ def check_backend_options(config: ServiceSettings) -> None:
     tables = {"detector": ("backend/detector", config.detector_options()),
               "attributes": ("attributes", config.attributes)}
     for task, (where, options) in tables.items():
-        if task in bundle.manifest.get("models", {}):
+        if bundle.has(task):
             try:
                 model_options(bundle, task, options=options)
             except BackendError as e:

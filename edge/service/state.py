@@ -71,21 +71,21 @@ def standing_cameras(config: ServiceSettings, media_root: Path) -> list[Standing
 def bundle_summary(models: ModelSet) -> responses.Bundle:
     """Return what ``/status`` says of the loaded bundle, ``trained`` included."""
     manifest = models.bundle.manifest
-    entries = manifest["models"]
+    attributes = manifest.models.attributes
     report = models.selftest
     return responses.Bundle(
         path=str(models.bundle.path),
-        name=manifest.get("name"),
+        name=manifest.name,
         target=models.bundle.target,
-        created=manifest.get("created"),
-        trained=entries.get("attributes", {}).get("trained"),
+        created=manifest.created,
+        trained=attributes.trained if attributes else None,
         models={
             task: responses.ModelEntry(
-                file=e["file"], format=e["format"], backend=backend_name(e),
-                dtype=e.get("quantization", {}).get("dtype"), precision=models.precisions.get(task),
-                sha256=e["sha256"][:12],
+                file=e.file, format=e.format, backend=backend_name(e),
+                dtype=e.quantization.dtype if e.quantization else None, precision=models.precisions.get(task),
+                sha256=(e.sha256 or "")[:12],
             )
-            for task, e in entries.items()
+            for task, e in manifest.models.present().items()
         },
         selftest=responses.SelfTest(
             state="skipped" if report is None else "passed" if report.ok else "failed",

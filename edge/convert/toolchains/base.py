@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm import tqdm
 
+from edge.bundle import ModelEntry
 from edge.registry import PluginOptions, Registry
 
 THREADS = os.cpu_count() or 1
@@ -73,7 +74,7 @@ class Model:
     ----------
     task : str
         ``detector`` or ``attributes``.
-    entry : dict
+    entry : ModelEntry
         Its FP32 manifest entry (input, preprocess, output in the layout quantized).
     source : Path
         The FP32 ONNX to quantize.
@@ -85,7 +86,7 @@ class Model:
     """
 
     task: str
-    entry: dict[str, Any]
+    entry: ModelEntry
     source: Path
     calibration: list[Path]
     held_out: list[Path]
@@ -210,7 +211,7 @@ class Toolchain(ABC):
         """
         return None
 
-    def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def bundle_entry(self, entry: ModelEntry) -> ModelEntry:
         """Return the manifest entry of a chosen INT8 model, rewritten for how it is fed.
 
         ``entry`` is the FP32 entry with the bundle's ``file``, ``format`` and
@@ -260,7 +261,7 @@ def images_bar(items: list[Any], desc: str, progress: bool) -> Any:
     return tqdm(items, desc=desc, unit="img", disable=not progress, leave=False)
 
 
-def input_tensor(entry: dict[str, Any], path: Path) -> np.ndarray:
+def input_tensor(entry: ModelEntry, path: Path) -> np.ndarray:
     """Read an image of the calibration set as the FP32 model's input, a batch of one.
 
     The set's images are already at the model's input size (frames letterboxed, crops
@@ -270,7 +271,7 @@ def input_tensor(entry: dict[str, Any], path: Path) -> np.ndarray:
 
     Parameters
     ----------
-    entry : dict
+    entry : ModelEntry
         The model's manifest entry: its ``preprocess`` and ``input``.
     path : Path
         An image of the set (calibration, held-out or golden).
@@ -284,4 +285,4 @@ def input_tensor(entry: dict[str, Any], path: Path) -> np.ndarray:
 
     from edge.runtime.detector import to_tensor
 
-    return to_tensor(cv2.imread(str(path)), entry["preprocess"], entry["input"])
+    return to_tensor(cv2.imread(str(path)), entry.preprocess, entry.input)

@@ -46,6 +46,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from edge.bundle import ModelEntry
 from edge.convert.toolchains.base import (
     Attempt,
     ConversionError,
@@ -137,9 +138,9 @@ class OpenVinoToolchain(Toolchain):
     def _backend_options(self) -> dict[str, Any]:
         return {"precision": self.precision}
 
-    def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def bundle_entry(self, entry: ModelEntry) -> ModelEntry:
         """Record the precision the gate measured, which the device then runs at."""
-        return {**entry, "precision": self.precision}
+        return entry.model_copy(update={"precision": self.precision})
 
     def runs_here(self) -> bool:
         """OpenVINO runs on this host's CPU; see :meth:`Toolchain.runs_here`."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from edge.bundle import ModelEntry
 from edge.convert.toolchains.base import (
     THREADS,
     Attempt,
@@ -93,15 +93,15 @@ class QdqOnnx(Toolchain):
         worst = []
         if self.request.analysis:
             with timed(timings, "layer_drift"):
-                feed = {model.entry["input"]["name"]: load(model.held_out[0])}
+                feed = {model.entry.input.name: load(model.held_out[0])}
                 worst = quantize.layer_drift(model.source, out, feed)
         return Attempt(hybrid, out, outputs, quantization, worst, timings)
 
-    def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def bundle_entry(self, entry: ModelEntry) -> ModelEntry:
         """Name the backend that runs the model, where it is not onnxruntime.
 
         TensorRT: the device builds its engine from the ONNX.
         """
         if self.scheme.backend == self.format:
             return entry
-        return {**entry, "backend": self.scheme.backend}
+        return entry.model_copy(update={"backend": self.scheme.backend})

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from edge.bundle import ModelEntry
 from edge.convert.toolchains.base import (
     Attempt,
     ConversionError,
@@ -77,12 +78,12 @@ class Rknn(Toolchain):
         """Build the RKNN model in ``.venv-rknn``; see :meth:`Toolchain.quantize`."""
         mode = attempt_mode(hybrid)
         stem = work / f"{model.task}-{mode}"
-        preprocess = model.entry["preprocess"]
-        if preprocess.get("color", "RGB") != "RGB":
-            raise ConversionError(f"{model.task}: rknn.py feeds RGB, the model wants {preprocess['color']}")
+        color = model.entry.preprocess.color
+        if color != "RGB":
+            raise ConversionError(f"{model.task}: rknn.py feeds RGB, the model wants {color}")
         result = _run_job(self._job(model, hybrid, stem), stem, f"{model.task} {mode} rknn",
                           self.request.progress)
-        count = len(model.entry["output"]["names"])
+        count = len(model.entry.output.names)
         with np.load(result["eval_output"]) as npz:
             outputs = [[npz[f"img{i}_out{j}"] for j in range(count)] for i in range(len(model.evaluated))]
         worst = []
@@ -98,29 +99,30 @@ class Rknn(Toolchain):
 
     def _job(self, model: Model, hybrid: bool, stem: Path) -> dict[str, Any]:
         """Return the job for ``rknn.py`` (its module docstring describes the keys)."""
-        preprocess, request = model.entry["preprocess"], self.request
+        preprocess, request = model.entry.preprocess, self.request
         analysis = {"images": [str(model.held_out[0])], "summary": f"{stem}-analysis.json"}
         return {
             "onnx": str(model.source), "target": self.options.platform, "output": f"{stem}.rknn",
             "dataset": [str(p) for p in model.calibration], "eval_images": [str(p) for p in model.evaluated],
-            "eval_output": f"{stem}.npz", "mean_values": [list(preprocess["mean"])],
-            "std_values": [list(preprocess["std"])], "quantized_algorithm": request.algorithm,
+            "eval_output": f"{stem}.npz", "mean_values": [list(preprocess.mean)],
+            "std_values": [list(preprocess.std)], "quantized_algorithm": request.algorithm,
             "hybrid": hybrid, "hybrid_cos_thresh": request.hybrid_cos_thresh,
             "accuracy_analysis": analysis if request.analysis else None,
             # rknn-toolkit2 2.5.0 trips over the DFL decode in the graph without this (DESIGN.md).
-            "disable_rules": (["seperate_conv_rs_split"] if model.entry["output"]["layout"] in DECODING_HEADS
+            "disable_rules": (["seperate_conv_rs_split"] if model.entry.output.layout in DECODING_HEADS
                               else []),
         }
 
-    def bundle_entry(self, entry: dict[str, Any]) -> dict[str, Any]:
+    def bundle_entry(self, entry: ModelEntry) -> ModelEntry:
         """Feed the model uint8 NHWC pixels; see :meth:`Toolchain.bundle_entry`.
 
         The model takes the letterboxed (or prepared) RGB pixels, batch one, and applies
         the preprocess mean/std itself (rknn's ``mean_values``/``std_values``).
         """
-        _, channels, height, width = entry["input"]["shape"]
-        return {**entry, "input": {**entry["input"], "shape": [1, height, width, channels],
-                                   "layout": "NHWC", "dtype": "uint8"}}
+        _, channels, height, width = entry.input.shape
+        fed = entry.input.model_copy(update={"shape": [1, height, width, channels], "layout": "NHWC",
+                                             "dtype": "uint8"})
+        return entry.model_copy(update={"input": fed})
 
 
 def _run_job(job: dict[str, Any], stem: Path, label: str, progress: bool) -> dict[str, Any]:

@@ -35,7 +35,8 @@ from edge.runtime.backends.base import Backend, BackendError, BackendOptions, Te
 from edge.runtime.device import soc
 
 NPU_CORES = {"rk3588": 3, "rk3576": 2, "rk3568": 1, "rk3566": 1, "rk3562": 1}
-"""NPU cores per SoC."""
+"""NPU cores per SoC: the one table of them in Python (the conversion's Rockchip targets,
+and the ``npu_cores`` their manifests record, are made from it)."""
 
 _CORE_MASKS = ("NPU_CORE_0", "NPU_CORE_1", "NPU_CORE_2")
 """RKNNLite's names of the one-core masks, core 0 first."""
