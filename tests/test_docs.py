@@ -76,3 +76,15 @@ def test_the_bundle_page_embeds_the_manifests_current_schema():
     assert SCHEMA_MARK in page, "docs/bundle.md lost the schema's marker"
     embedded = page.split(SCHEMA_MARK, 1)[1].split("\n```", 1)[0]
     assert embedded == schema_json(), "regenerate the block in docs/bundle.md with `python -m edge.bundle`"
+
+
+def test_the_readme_is_a_front_door():
+    # What it is, what is proven where, the two commands, one example per command, and links:
+    # the details live in docs/.
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    commands = ("edge run", "edge serve", "make convert", "make deploy", "edge train", "make demo",
+                "make test")
+    assert [c for c in commands if c not in readme] == []
+    linked = set(re.findall(r"\]\(docs/([\w.-]+\.md)\)", readme))
+    assert linked == {p.name for p in (ROOT / "docs").glob("*.md")}, "a docs page the README does not link"
