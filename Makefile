@@ -12,7 +12,7 @@ WEIGHTS := models/weights/yolov8s-people.pt
 CLIP := data/vtest.avi
 BUNDLE := models/default/cpu
 
-# Pinned pairs that import together here (DESIGN.md, "Two Python environments").
+# Pinned pairs that import together here (docs/conversion.md).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: help venv models data demo test lint bench clean system-deps
@@ -40,7 +40,7 @@ $(VENV)/.done: pyproject.toml
 venv: $(VENV)/.done
 
 # rknn-toolkit2 2.5.0 pins numpy/onnx/protobuf below what .venv needs, so it gets a venv of
-# its own (DESIGN.md, "Two Python environments"). Install it without its dependencies, then
+# its own (docs/conversion.md). Install it without its dependencies, then
 # its declared requirements, minus the torch<=2.4.0 cap it does not need, under the pins of
 # requirements/rknn.txt; setuptools by name, as rknn imports pkg_resources without declaring
 # it and venvs from Python 3.12 on come without setuptools.

@@ -29,7 +29,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 """Attribute name -> its labels, in the order of the classifier's logits."""
 
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(ATTRIBUTES)
-"""The attributes in the order of SPEC.md and of the model's heads."""
+"""The attributes in the original system's order, which the model's heads follow."""
 
 
 def unknown_attributes() -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The TensorRT backend against stand-ins for tensorrt and pycuda (tests/standins).
 
-TensorRT cannot be installed here (DESIGN.md), so these tests check this side of the
+TensorRT cannot be installed here, so these tests check this side of the
 TensorRT 10 and pycuda APIs: the engine is built from the ONNX once and cached next to
 it, rebuilt when TensorRT's version, the ONNX, the GPU or the build options change or
 the cache is damaged; tensors go through device memory with the tensor API; the CUDA

@@ -26,7 +26,7 @@ class Policy:
 def sends(
     policy: Policy, track_id: int, score: float, times: list[float], rules: PolicySettings | None = None
 ) -> list[bool]:
-    """Call should_send at each time with one score (and the SPEC's rules); return the answers."""
+    """Call should_send at each time with one score (and the original system's rules); return the answers."""
     return [policy.should_send(track_id, score, t, rules) for t in times]
 
 

@@ -189,7 +189,7 @@ def test_int8_boxes_match_fp32(
     ious = ious_to_fp32(fp32, *built)
     assert len(ious) >= 30  # the held-out frames hold enough people to mean something
     assert ious.min() >= 0.5  # every FP32 box has its INT8 counterpart
-    # Measured 0.956 here (DESIGN.md has 0.978 on 20 other frames).
+    # Measured 0.956 here.
     assert ious.mean() >= 0.94
 
 

@@ -3,8 +3,8 @@
 ``stock`` (manifest layout ``yolov8-stock``)
     The Ultralytics export: one output ``[1, 4 + nc, A]`` that concatenates boxes in
     input pixels with class scores. Where the output is quantized per tensor (RKNN),
-    one scale serves both and the scores collapse to zero (DESIGN.md, "The detector
-    head and INT8"); the INT8 ONNX schemes leave outputs float.
+    one scale serves both and the scores collapse to zero (docs/conversion.md); the
+    INT8 ONNX schemes leave outputs float.
 ``split`` (``yolov8-split``)
     The same decoded boxes and scores as two outputs, ``boxes`` ``[1, 4, A]`` and
     ``scores`` ``[1, nc, A]``, so each keeps its own scale; the DFL and the box decode

@@ -1,7 +1,7 @@
 """Build an INT8 RKNN model from an ONNX and run it in rknn-toolkit2's simulator.
 
-One job, one process. This file runs in ``.venv-rknn`` (DESIGN.md, "Two Python
-environments"), never in ``.venv``::
+One job, one process. This file runs in ``.venv-rknn`` (two Python environments:
+docs/conversion.md), never in ``.venv``::
 
     .venv-rknn/bin/python edge/convert/rknn.py JOB.json
 

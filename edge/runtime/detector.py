@@ -13,7 +13,7 @@ layouts are decoded (the manifest's ``output.layout``):
     rknn_model_zoo's layout for INT8 targets: per stride, the DFL box logits
     ``[1, 64, H, W]``, the class scores ``[1, nc, H, W]`` and their clipped sum
     ``[1, 1, H, W]``. The DFL softmax and the box decode run here, in numpy, because
-    quantizing them costs about 10% IoU (DESIGN.md).
+    quantizing them costs about 10% IoU (docs/conversion.md).
 
 Pre-processing and NMS follow Ultralytics' ``predict`` (letterbox rounding, class-wise
 NMS, ``conf > conf_th``), so the same checkpoint gives the same boxes. The thresholds

@@ -1,4 +1,4 @@
-"""Which tracks to send to the attribute classifier, and when (SPEC.md, "The runtime").
+"""Which tracks to send to the attribute classifier, and when (the original system's rules).
 
 A pure function: it owns no clock, no process, no settings and no table of tracks. The
 pipeline passes the track's record (:class:`~edge.runtime.tracks.Track`, where the policy
@@ -35,7 +35,7 @@ def should_send(track: Track, score: float, now: float, rules: PolicySettings = 
     now : float
         The frame's time in seconds.
     rules : PolicySettings
-        The frame's rules; those of SPEC.md by default.
+        The frame's rules; the original system's defaults.
     unsure : bool
         Whether one of the track's attributes is still below ``attr_min_confidence``.
 

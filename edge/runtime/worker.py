@@ -1,4 +1,4 @@
-"""The attribute process and its supervisor (DESIGN.md, "Attribute process").
+"""The attribute process and its supervisor (docs/ARCHITECTURE.md).
 
 The classifier runs in a separate OS process, started with ``spawn`` so that it builds
 its own inference session (onnxruntime, RKNN and TensorRT sessions do not survive a

@@ -1,4 +1,4 @@
-"""One attribute process shared by every stream of the device (SPEC: two processes per device).
+"""One attribute process shared by every stream of the device: two processes per device in all.
 
 The :class:`~edge.runtime.worker.AttributeWorker` answers by track id, and tracks of
 different streams may share an id. So each stream gets a :class:`Channel` of the hub:

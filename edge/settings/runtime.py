@@ -41,7 +41,7 @@ LIVE = {"live": True}
 
 
 class PolicySettings(BaseModel):
-    """The rules that decide when a track is sent for attributes (SPEC.md, "The runtime").
+    """The rules that decide when a track is sent for attributes (the original system's rules).
 
     Attributes
     ----------

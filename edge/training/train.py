@@ -1,4 +1,4 @@
-"""``edge train``: the original system's training of the attribute classifier (SPEC.md).
+"""``edge train``: the original system's training of the attribute classifier (docs/training.md).
 
 The :class:`~edge.convert.attribute_net.AttributeNet` (one shared backbone or the
 nine-network ensemble; resnet18/34/50/101), optionally started from a backbone file,

@@ -1,7 +1,7 @@
 """The RKNN toolchain: rknn-toolkit2 INT8 models for the Rockchip NPUs.
 
 rknn-toolkit2 pins numpy and onnx below ``.venv``'s, so it lives in ``.venv-rknn``
-(DESIGN.md, "Two Python environments"): each quantization writes a JSON job for
+(docs/conversion.md): each quantization writes a JSON job for
 ``edge/convert/rknn.py``, runs it there as a subprocess behind a progress bar, and reads
 back the ``.rknn``, the simulator's raw outputs and the accuracy analysis' summary. The
 simulator runs a model only in the process that built it, so the job also runs the
@@ -108,7 +108,7 @@ class Rknn(Toolchain):
             "std_values": [list(preprocess.std)], "quantized_algorithm": request.algorithm,
             "hybrid": hybrid, "hybrid_cos_thresh": request.hybrid_cos_thresh,
             "accuracy_analysis": analysis if request.analysis else None,
-            # rknn-toolkit2 2.5.0 trips over the DFL decode in the graph without this (DESIGN.md).
+            # rknn-toolkit2 2.5.0 trips over the DFL decode in the graph without this.
             "disable_rules": (["seperate_conv_rs_split"] if model.entry.output.layout in DECODING_HEADS
                               else []),
         }

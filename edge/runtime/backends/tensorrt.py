@@ -1,7 +1,7 @@
 """The TensorRT backend (Jetson): an engine built on the device, run with TensorRT 10's tensor API.
 
 A TensorRT engine is specific to its GPU and TensorRT version, so a bundle never ships
-one (DESIGN.md). It ships the INT8 ONNX (explicit Q/DQ: no calibrator), with
+one (docs/conversion.md). It ships the INT8 ONNX (explicit Q/DQ: no calibrator), with
 ``"backend": "tensorrt"`` in its manifest entry; at the first open this backend
 builds the engine from it and caches it next to the ONNX (``<model>.engine``, with
 ``<model>.engine.json`` holding the key it was built for). Later opens load the
