@@ -687,3 +687,18 @@ def test_a_changed_camera_url_redeploys_through_the_gate(fleet: Fleet, camera_ri
     assert new.url_with(camera_rig.password) in (device.opt / "current" / "config.yaml").read_text()
     _wait_processing(device, gate=new.redacted, lobby=str(device.root / "var" / "media" / "lobby.avi"))
     fleet.done()
+
+
+def test_the_roles_platform_table_holds_every_target_with_its_npu_cores():
+    # The Ansible role cannot import the package on the host, so its table of what a target
+    # needs from a device is YAML; it must name the conversion targets and the runtime's NPU
+    # cores per SoC, or a device passes the platform check with the wrong board.
+    import yaml
+
+    from edge.convert.targets import TARGETS
+    from edge.runtime.backends.rknnlite import NPU_CORES
+
+    defaults = ROOT / "deploy" / "ansible" / "roles" / "edge_platform" / "defaults" / "main.yml"
+    table = yaml.safe_load(defaults.read_text())["edge_platform_targets"]
+    assert set(table) == set(TARGETS)
+    assert {name: spec["npu_cores"] for name, spec in table.items() if "npu_cores" in spec} == NPU_CORES
