@@ -2,11 +2,14 @@
 
 `rtsp_server` starts it on a free 127.0.0.1 port and yields an `RtspServer` whose
 ``url`` is ``rtsp://127.0.0.1:PORT/test``; `RtspServer.stop` kills it by PID and
-`RtspServer.start` brings it back on the same port, to test reconnects.
+`RtspServer.start` brings it back on the same port, to test reconnects;
+`RtspServer.freeze` stops it in its tracks (connections open, nothing sent) until
+`RtspServer.thaw`, like a hung camera.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import tempfile
@@ -46,13 +49,15 @@ def free_port() -> int:
 class RtspServer:
     """One RTSP server process on a fixed port, which can be stopped and started again."""
 
-    def __init__(self, clip: Path | None = None, width: int = 320, height: int = 240) -> None:
+    def __init__(
+        self, clip: Path | None = None, width: int = 320, height: int = 240, codec: str = "h264"
+    ) -> None:
         self.port = free_port()
         self.url = f"rtsp://{HOST}:{self.port}/test"
         self.width = width
         self.height = height
         self._args = [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--port", str(self.port)]
-        self._args += ["--width", str(width), "--height", str(height)]
+        self._args += ["--width", str(width), "--height", str(height), "--codec", codec]
         self._args += ["--clip", str(clip)] if clip else []
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes]
@@ -78,6 +83,16 @@ class RtspServer:
             self._process = None
             self._log.close()
 
+    def freeze(self) -> None:
+        """Suspend the server: its connections stay open, but it sends and answers nothing."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a frozen server."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def _accepts(self) -> bool:
         try:
             socket.create_connection((HOST, self.port), timeout=1).close()
@@ -87,9 +102,11 @@ class RtspServer:
 
 
 @contextmanager
-def rtsp_server(clip: Path | None = None, width: int = 320, height: int = 240) -> Iterator[RtspServer]:
-    """Serve ``videotestsrc`` (or ``clip``, played once) for the ``with`` block."""
-    server = RtspServer(clip, width, height)
+def rtsp_server(
+    clip: Path | None = None, width: int = 320, height: int = 240, codec: str = "h264"
+) -> Iterator[RtspServer]:
+    """Serve ``videotestsrc`` (or ``clip``, played once) in ``codec`` for the ``with`` block."""
+    server = RtspServer(clip, width, height, codec)
     server.start()
     try:
         yield server

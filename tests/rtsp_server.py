@@ -1,4 +1,4 @@
-"""A small RTSP server for the tests: serves H.264 at rtsp://127.0.0.1:PORT/test.
+"""A small RTSP server for the tests: serves H.264 (or H.265) at rtsp://127.0.0.1:PORT/test.
 
 Run it with the system Python (``/usr/bin/python3``), which has PyGObject and
 gst-rtsp-server; the project's venv cannot import ``gi``. It serves GStreamer's
@@ -20,10 +20,15 @@ MOUNT = "/test"
 # UDP ports the server may use for RTP/RTCP. Without a pool, gst-rtsp-server binds them
 # on every interface.
 RTP_PORTS = (40000, 49999)
+# Encoder and RTP payloader per codec, with a keyframe every 10 frames.
+ENCODERS = {
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 threads=1 ! rtph264pay",
+    "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph265pay",
+}
 
 
-def launch_line(clip: str | None, width: int, height: int, fps: int) -> str:
-    """Return the media factory's pipeline: a source, then H.264 with frequent keyframes.
+def launch_line(clip: str | None, width: int, height: int, fps: int, codec: str = "h264") -> str:
+    """Return the media factory's pipeline: a source, then ``codec`` with frequent keyframes.
 
     A keyframe every 10 frames lets a reader that joins (or rejoins) mid-stream start
     decoding within a second.
@@ -33,11 +38,7 @@ def launch_line(clip: str | None, width: int, height: int, fps: int) -> str:
     else:
         caps = f"video/x-raw,width={width},height={height},framerate={fps}/1"
         source = f"videotestsrc is-live=true ! {caps}"
-    encode = (
-        "videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 threads=1"
-        " ! rtph264pay name=pay0 pt=96 config-interval=1"
-    )
-    return f"( {source} ! {encode} )"
+    return f"( {source} ! videoconvert ! {ENCODERS[codec]} name=pay0 pt=96 config-interval=1 )"
 
 
 def make_server(port: int, launch: str) -> GstRtspServer.RTSPServer:
@@ -63,9 +64,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--codec", choices=sorted(ENCODERS), default="h264")
     args = parser.parse_args()
     Gst.init(None)
-    server = make_server(args.port, launch_line(args.clip, args.width, args.height, args.fps))
+    server = make_server(args.port, launch_line(args.clip, args.width, args.height, args.fps, args.codec))
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on {ADDRESS}:{args.port}")
     GLib.MainLoop().run()

@@ -6,9 +6,11 @@ import dataclasses
 import itertools
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import cv2
@@ -19,6 +21,7 @@ from rtsp import RtspServer, free_port, rtsp_server, unavailable_reason
 from waiting import wait_until
 
 from edge.runtime.sources import (
+    DECODERS,
     Frame,
     Source,
     SourceError,
@@ -34,10 +37,26 @@ needs_rtsp = pytest.mark.skipif(RTSP_UNAVAILABLE is not None, reason=str(RTSP_UN
 # Short backoff so tests reconnect quickly; a retry limit so that a stream that never
 # delivers ends the iteration (FAILED) instead of blocking a test forever.
 LIVE = SourceOptions(backoff_initial_s=0.1, backoff_max_s=0.5, max_reconnects=40, read_timeout_s=3.0)
+# Live behaviour is the same whichever decoder reads the stream.
+every_decoder = pytest.mark.parametrize("decoder", DECODERS)
 
 
 def live(**changes: object) -> SourceOptions:
     return dataclasses.replace(LIVE, **changes)
+
+
+def ffmpeg(**changes: object) -> SourceOptions:
+    return live(decoder="ffmpeg", **changes)
+
+
+def ffmpeg_processes() -> list[psutil.Process]:
+    """This process's ffmpeg subprocesses (at any depth), as decoders start them."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            if child.name() == "ffmpeg":
+                found.append(child)
+    return found
 
 
 def wait_for_more_frames(source: Source, count: int) -> None:
@@ -188,6 +207,9 @@ def test_bad_sources_fail_at_open_naming_what_and_why(
 
 def test_credentials_never_appear_in_messages() -> None:
     assert redact("rtsp://admin:secret@cam:554/live") == "rtsp://***@cam:554/live"
+    # ffmpeg's messages quote the URL among other words, some with an "@".
+    said = "[rtsp @ 0x5f] method DESCRIBE failed: 401 | rtsp://admin:secret@cam/live: failed"
+    assert redact(said) == "[rtsp @ 0x5f] method DESCRIBE failed: 401 | rtsp://***@cam/live: failed"
     with pytest.raises(SourceError, match=r"^ftp://\*\*\*@cam/live: ") as error:
         open_source("ftp://admin:secret@cam/live")
     assert "secret" not in str(error.value)
@@ -201,11 +223,22 @@ def test_credentials_never_appear_in_messages() -> None:
         {"backoff_initial_s": 5, "backoff_max_s": 1},
         {"max_reconnects": -1},
         {"read_timeout_s": 0},
+        {"decoder": "vlc"},
+        {"preset": "cuda"},
+        {"decoder": "ffmpeg", "gstreamer": "videotestsrc ! appsink"},
+        {"input_args": ["-threads", 2]},
+        {"output_size": (0, 240)},
+        {"output_size": (320,)},
     ],
 )
 def test_options_are_validated(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SourceOptions(**options)
+
+
+def test_options_from_a_configuration_file_become_tuples() -> None:
+    options = SourceOptions(decoder="ffmpeg", input_args=["-threads", "2"], output_size=[320, 240])
+    assert (options.input_args, options.output_size) == (("-threads", "2"), (320, 240))
 
 
 @pytest.mark.skipif(
@@ -221,25 +254,44 @@ def test_gstreamer_pipeline_is_used_when_given(clip: Path) -> None:
 # Live streams that need no server
 
 
-def test_unreachable_stream_raises_at_open_without_reconnect() -> None:
+@every_decoder
+def test_unreachable_stream_raises_at_open_without_reconnect(decoder: str) -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/test"
     with pytest.raises(SourceError, match=f"^{re.escape(url)}: cannot open"):
-        open_source(url, live(reconnect=False))
+        open_source(url, live(reconnect=False, decoder=decoder))
 
 
-def test_unreachable_stream_fails_once_reconnects_are_exhausted() -> None:
+@every_decoder
+def test_a_camera_that_accepts_but_never_answers_fails_in_time(decoder: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/test"
+        started = time.monotonic()
+        with pytest.raises(SourceError, match=f"^{re.escape(url)}: cannot open"):
+            open_source(url, live(reconnect=False, decoder=decoder, open_timeout_s=1.0, read_timeout_s=1.0))
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_missing_ffmpeg_fails_at_open() -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/test"
-    with open_source(url, live(backoff_initial_s=0.05, max_reconnects=2)) as source:
+    with pytest.raises(SourceError, match="'/nowhere/ffmpeg' not found"):
+        open_source(url, ffmpeg(ffmpeg_path="/nowhere/ffmpeg"))
+
+
+@every_decoder
+def test_unreachable_stream_fails_once_reconnects_are_exhausted(decoder: str) -> None:
+    url = f"rtsp://127.0.0.1:{free_port()}/test"
+    with open_source(url, live(backoff_initial_s=0.05, max_reconnects=2, decoder=decoder)) as source:
         assert list(source) == []
         stats = source.stats()
     assert (stats["state"], stats["reconnects"], stats["frames_read"]) == ("failed", 2, 0)
     assert stats["last_error"].startswith(f"{url}: cannot open")
 
 
-def test_close_from_another_thread_ends_a_wait_for_frames() -> None:
+@every_decoder
+def test_close_from_another_thread_ends_a_wait_for_frames(decoder: str) -> None:
     # A job manager stopping a stream whose camera is down: the consumer is blocked
     # waiting for a frame that will never come.
-    source = open_source(f"rtsp://127.0.0.1:{free_port()}/test", live(max_reconnects=None))
+    source = open_source(f"rtsp://127.0.0.1:{free_port()}/test", live(max_reconnects=None, decoder=decoder))
     thread, indices = consume_in_thread(source)
     wait_until(lambda: source.stats()["reconnects"] >= 1, "a failed attempt")
     source.close()
@@ -257,15 +309,24 @@ def server() -> Iterator[RtspServer]:
         yield running
 
 
+@pytest.fixture(scope="module", params=["h264", "h265"])
+def codec_server(request: pytest.FixtureRequest) -> Iterator[RtspServer]:
+    with rtsp_server(width=320, height=240, codec=request.param) as running:
+        yield running
+
+
 def udp_sockets() -> int:
-    return len(psutil.Process().net_connections(kind="udp"))
+    # Ours, and those of our decoder subprocesses.
+    processes = [psutil.Process(), *ffmpeg_processes()]
+    return sum(len(p.net_connections(kind="udp")) for p in processes)
 
 
 @needs_rtsp
+@every_decoder
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
-def test_rtsp_delivers_frames_over(server: RtspServer, transport: str) -> None:
+def test_rtsp_delivers_frames_over(server: RtspServer, transport: str, decoder: str) -> None:
     udp_before = udp_sockets()
-    with open_source(server.url, live(transport=transport)) as source:
+    with open_source(server.url, live(transport=transport, decoder=decoder)) as source:
         frames = take(source, 5)
         assert (source.is_live, source.size, source.fps) == (True, (320, 240), 30.0)
         assert source.state is SourceState.RUNNING
@@ -288,8 +349,9 @@ def test_rtsp_of_the_real_clip(clip: Path) -> None:
 
 
 @needs_rtsp
-def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(server: RtspServer) -> None:
-    with open_source(server.url, LIVE) as source:
+@every_decoder
+def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(server: RtspServer, decoder: str) -> None:
+    with open_source(server.url, live(decoder=decoder)) as source:
         frames = iter(source)
         delivered = [next(frames).index]
         for _ in range(4):
@@ -306,13 +368,16 @@ def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(server: RtspS
 
 
 @needs_rtsp
-def test_reconnects_by_itself_when_the_server_comes_back() -> None:
-    with rtsp_server() as restarting, open_source(restarting.url, LIVE) as source:
+@every_decoder
+def test_reconnects_by_itself_when_the_server_comes_back(decoder: str) -> None:
+    with rtsp_server() as restarting, open_source(restarting.url, live(decoder=decoder)) as source:
         last = take(source, 3)[-1].index
         restarting.stop()
         wait_until(lambda: source.state is SourceState.RECONNECTING, "RECONNECTING")
         restarting.start()
         wait_until(lambda: source.state is SourceState.RUNNING, "RUNNING again")
+        # Every ffmpeg of the lost connection and of the failed attempts was reaped.
+        assert len(ffmpeg_processes()) == (decoder == "ffmpeg")
         # Skip a frame left over from before the outage, if one is waiting.
         read = source.stats()["frames_read"]
         fresh = next(f for f in source if f.index >= read)
@@ -323,10 +388,27 @@ def test_reconnects_by_itself_when_the_server_comes_back() -> None:
 
 
 @needs_rtsp
-def test_starts_connecting_and_picks_up_a_camera_that_comes_up_later() -> None:
+@every_decoder
+def test_a_hung_camera_is_dropped_in_time_and_picked_up_again(decoder: str) -> None:
+    options = live(decoder=decoder, read_timeout_s=1.0)
+    with rtsp_server() as camera, open_source(camera.url, options) as source:
+        take(source, 2)
+        camera.freeze()
+        try:
+            wait_until(lambda: source.state is SourceState.RECONNECTING, "RECONNECTING", timeout_s=10)
+        finally:
+            camera.thaw()
+        wait_until(lambda: source.state is SourceState.RUNNING, "RUNNING again")
+        read = source.stats()["frames_read"]
+        assert next(f for f in source if f.index >= read).image.shape == (240, 320, 3)
+
+
+@needs_rtsp
+@every_decoder
+def test_starts_connecting_and_picks_up_a_camera_that_comes_up_later(decoder: str) -> None:
     later = RtspServer()
     try:
-        with open_source(later.url, LIVE) as source:
+        with open_source(later.url, live(decoder=decoder)) as source:
             assert (source.state, source.size) == (SourceState.CONNECTING, (0, 0))
             later.start()
             frame = take(source, 1)[0]
@@ -334,3 +416,78 @@ def test_starts_connecting_and_picks_up_a_camera_that_comes_up_later() -> None:
             assert source.size == (320, 240) and frame.image.shape == (240, 320, 3)
     finally:
         later.stop()
+
+
+# The ffmpeg decoder
+
+
+def static_part(image: np.ndarray) -> np.ndarray:
+    # videotestsrc's colour bars; the bottom of its pattern holds moving noise.
+    return image[: image.shape[0] * 2 // 3].astype(np.int16)
+
+
+def mean_difference(image: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(static_part(image) - static_part(expected)).mean())
+
+
+@needs_rtsp
+def test_ffmpeg_frames_match_opencvs(codec_server: RtspServer) -> None:
+    with open_source(codec_server.url, LIVE) as reference, open_source(codec_server.url, ffmpeg()) as source:
+        expected = take(reference, 10)[-1].image
+        image = take(source, 10)[-1].image
+        assert (source.size, source.native_size, source.fps) == ((320, 240), (320, 240), 30.0)
+        assert source.stats()["decoder"] == "ffmpeg/software"
+    assert image.shape == expected.shape == (240, 320, 3)
+    assert mean_difference(image, expected) < 1.0
+
+
+@needs_rtsp
+@every_decoder
+def test_frames_come_at_the_output_size_and_native_size_is_the_cameras(
+    codec_server: RtspServer, decoder: str
+) -> None:
+    scaled = live(decoder=decoder, output_size=(160, 120))
+    with open_source(codec_server.url, LIVE) as reference, open_source(codec_server.url, scaled) as source:
+        expected = cv2.resize(take(reference, 10)[-1].image, (160, 120), interpolation=cv2.INTER_AREA)
+        image = take(source, 10)[-1].image
+        assert (source.size, source.native_size) == ((160, 120), (320, 240))
+    assert image.shape == (120, 160, 3)
+    # ffmpeg's scaler is not OpenCV's: they differ at the bars' edges, nowhere else.
+    assert mean_difference(image, expected) < 8.0
+
+
+@needs_rtsp
+@pytest.mark.parametrize(
+    ("preset", "reason"),
+    [("rkmpp", "ffmpeg has no hwaccel rkmpp"), ("nvmpi", "ffmpeg has no decoder h264_nvmpi")],
+)
+def test_a_preset_this_machine_lacks_falls_back_to_software(
+    server: RtspServer, preset: str, reason: str
+) -> None:
+    with open_source(server.url, ffmpeg(preset=preset)) as source:
+        assert take(source, 1)[0].image.shape == (240, 320, 3)
+        stats = source.stats()
+    assert stats["decoder"] == f"ffmpeg/software ({preset} unavailable: {reason})"
+
+
+@needs_rtsp
+def test_no_ffmpeg_is_left_behind_by_close(server: RtspServer) -> None:
+    assert ffmpeg_processes() == []
+    source = open_source(server.url, ffmpeg())
+    take(source, 2)
+    assert len(ffmpeg_processes()) == 1
+    source.close()
+    assert ffmpeg_processes() == []
+
+
+@needs_rtsp
+def test_what_ffprobe_and_ffmpeg_said_is_the_error(server: RtspServer) -> None:
+    missing = server.url + "-missing"
+    with pytest.raises(SourceError, match=rf"^{re.escape(missing)}: cannot open \(ffprobe: .*404 Not Found"):
+        open_source(missing, ffmpeg(reconnect=False))
+    with open_source(server.url, ffmpeg(max_reconnects=0, input_args=("-c:v", "no_such_decoder"))) as source:
+        assert list(source) == []
+        stats = source.stats()
+    assert stats["state"] == "failed"
+    assert stats["last_error"].startswith(f"{server.url}: ffmpeg exited (code 1): ")
+    assert "no_such_decoder" in stats["last_error"]

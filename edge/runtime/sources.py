@@ -16,23 +16,40 @@
   that reason: the source starts in ``CONNECTING`` and keeps trying, so a camera that
   comes up after the job starts is picked up.
 
-Live streams are opened with OpenCV's FFmpeg backend, with bounded open and read
-timeouts so a dead camera cannot hang the reader. On a board with a hardware decoder,
-``SourceOptions.gstreamer`` gives a GStreamer pipeline to open instead (OpenCV must be
-built with GStreamer, as JetPack's is; the PyPI wheel is not).
+Live streams are decoded by one of two decoders (``SourceOptions.decoder``), both with
+bounded open and read timeouts so a dead camera cannot hang the reader:
+
+``"opencv"`` (the default)
+    OpenCV's FFmpeg backend, in software at the stream's full size (then resized to
+    ``output_size`` if one is asked). ``SourceOptions.gstreamer`` gives a GStreamer
+    pipeline to open instead (OpenCV must be built with GStreamer, as JetPack's is; the
+    PyPI wheel is not).
+``"ffmpeg"``
+    An ``ffmpeg`` subprocess (`edge.runtime.decoders`), after ``ffprobe`` has read the
+    stream's codec and native size. It decodes with ``SourceOptions.preset``
+    (``software``, ``rkmpp``, ``nvmpi``, ``vaapi``, ``qsv``; ``software`` instead, said
+    once in the log and in ``stats()["decoder"]``, where the machine lacks it), scales to
+    ``output_size`` in the same place and writes raw BGR frames to a pipe, so full-size
+    frames never cross into Python. A reader that sees no frame within the timeout kills
+    it; it is killed and reaped on every reconnect and on close, and its last words go
+    to ``last_error``.
+
+Either way `Source.native_size` is the camera's own size, to map results back to it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
+import selectors
+import signal
+import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -43,24 +60,34 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from edge.runtime import decoders
+from edge.runtime.decoders import FALLBACK_FPS, PRESETS, Size, is_plausible_fps
 from edge.runtime.rates import RecentTimes
 
 log = logging.getLogger(__name__)
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-FALLBACK_FPS = 25.0
-# Above this, a reported frame rate is a container time base (e.g. RTP's 90 kHz), not fps.
-MAX_PLAUSIBLE_FPS = 1000.0
 Transport = Literal["tcp", "udp"]
 """RTSP's lower transport."""
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
+Decoder = Literal["opencv", "ffmpeg"]
+"""What decodes live streams."""
+DECODERS: tuple[str, ...] = get_args(Decoder)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_USERINFO = re.compile(r"//[^/@]*@")
+# No spaces: messages quoting URLs (ffmpeg's) are redacted too, without eating words.
+_USERINFO = re.compile(r"//[^/@\s]*@")
 _FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # OpenCV reads its FFmpeg options from one process-wide variable at open time: opens
 # that set it must not interleave.
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
+# How long an ffmpeg subprocess has to exit when told to (it sends RTSP's TEARDOWN, so a
+# camera frees its session at once), before it is killed.
+_FFMPEG_EXIT_S = 1.0
+# Its standard error is read in chunks, and only the end is kept: the last lines say why
+# it stopped.
+_STDERR_CHUNK = 4096
+_STDERR_KEPT = 16384
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +157,22 @@ class SourceOptions:
         instead of FFmpeg, for a board's hardware decoder; ``{uri}`` in it is replaced
         by the source's URI or path. Transport and timeouts are then the pipeline's own
         (e.g. ``rtspsrc protocols=tcp tcp-timeout=...``).
+    decoder : str
+        Live only: ``"opencv"`` (OpenCV's FFmpeg backend, or ``gstreamer``) or
+        ``"ffmpeg"`` (an ffmpeg subprocess, hardware-accelerated by ``preset``).
+    preset : str
+        With ``decoder="ffmpeg"``: how ffmpeg decodes and scales, one of
+        `edge.runtime.decoders.PRESETS` (``software``, ``rkmpp``, ``nvmpi``, ``vaapi``,
+        ``qsv``); ``software`` is used instead where the machine lacks it.
+    input_args : tuple of str
+        With ``decoder="ffmpeg"``: more ffmpeg input options, placed before ``-i``
+        (e.g. ``("-hwaccel", "cuda")`` with the ``software`` preset).
+    ffmpeg_path : str
+        With ``decoder="ffmpeg"``: the ffmpeg executable (name on PATH, or path); ffprobe
+        is looked for beside it, then on PATH.
+    output_size : tuple of int or None
+        Live only: ``(width, height)`` the decoder scales frames to; None keeps the
+        stream's own size. `Source.native_size` is the stream's own size either way.
     """
 
     transport: str = "tcp"
@@ -141,8 +184,18 @@ class SourceOptions:
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0
     gstreamer: str | None = None
+    decoder: str = "opencv"
+    preset: str = decoders.SOFTWARE
+    input_args: tuple[str, ...] = ()
+    ffmpeg_path: str = "ffmpeg"
+    output_size: Size | None = None
 
     def __post_init__(self) -> None:
+        # Configuration files give lists; a tuple keeps the options hashable and fixed.
+        self.input_args = tuple(self.input_args)
+        if self.output_size is not None:
+            self.output_size = tuple(self.output_size)  # type: ignore[assignment]
+        self._validate_decoding()
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
@@ -151,6 +204,19 @@ class SourceOptions:
             raise ValueError("max_reconnects must be None or >= 0")
         if self.open_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise ValueError("open_timeout_s and read_timeout_s must be > 0")
+
+    def _validate_decoding(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, not {self.preset!r}")
+        if self.decoder == "ffmpeg" and self.gstreamer:
+            raise ValueError("gstreamer is a pipeline for decoder 'opencv', not 'ffmpeg'")
+        if not all(isinstance(arg, str) for arg in self.input_args):
+            raise ValueError("input_args must be strings")
+        size = self.output_size
+        if size is not None and not (len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)):
+            raise ValueError(f"output_size must be (width, height), two positive integers, not {size!r}")
 
 
 def open_source(uri: str, options: SourceOptions | None = None) -> Source:
@@ -197,8 +263,8 @@ def scheme_of(uri: str) -> str | None:
 
 
 def redact(uri: str) -> str:
-    """Return ``uri`` with any ``user:password@`` replaced, for messages and logs."""
-    return _USERINFO.sub("//***@", uri, count=1)
+    """Return ``uri`` (or a message quoting URIs) with any ``user:password@`` replaced."""
+    return _USERINFO.sub("//***@", uri)
 
 
 class Source(ABC):
@@ -220,6 +286,9 @@ class Source(ABC):
         connection, and ``(0, 0)`` until it first connects.
     frame_count : int or None
         How many frames a file holds, where it says; None for live sources.
+    decoder : str
+        What decodes it: ``"opencv"``, ``"gstreamer"``, or for ``decoder="ffmpeg"``
+        ``"ffmpeg/"`` and the preset, with the reason if it fell back to software.
     """
 
     def __init__(self, uri: str, is_live: bool, state: SourceState, fps: float = FALLBACK_FPS) -> None:
@@ -228,6 +297,8 @@ class Source(ABC):
         self.fps = fps
         self.size = (0, 0)
         self.frame_count: int | None = None
+        self.decoder = "opencv"
+        self._native_size: Size | None = None
         self._state = state
         self._closed = threading.Event()
         # Guards the counters and the state, and wakes consumers waiting for a frame.
@@ -243,6 +314,11 @@ class Source(ABC):
         """Where the source stands now."""
         return self._state
 
+    @property
+    def native_size(self) -> Size:
+        """``(width, height)`` of the file or camera itself, before any ``output_size``."""
+        return self._native_size or self.size
+
     def stats(self) -> dict[str, object]:
         """Return counters for status pages.
 
@@ -253,7 +329,8 @@ class Source(ABC):
             ``frames_dropped`` (never delivered: replaced by a newer live frame, or an
             image that did not decode), ``reconnects`` (attempts made after a failed or
             lost connection), ``input_fps`` (frames decoded per second, measured over
-            the last seconds; 0.0 when none) and ``last_error`` (str or None).
+            the last seconds; 0.0 when none), ``last_error`` (str or None) and
+            ``decoder`` (`decoder`).
         """
         with self._cond:
             return {
@@ -263,6 +340,7 @@ class Source(ABC):
                 "reconnects": self._reconnects,
                 "input_fps": self._rate.figures(time.monotonic())["fps"],
                 "last_error": self._last_error,
+                "decoder": self.decoder,
             }
 
     def __iter__(self) -> Iterator[Frame]:
@@ -366,6 +444,7 @@ class _VideoFileSource(_FileSource):
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         super().__init__(uri, options.realtime, _fps_of(self._cap))
         self.frame_count = count if count > 0 else None
+        self.decoder = _opencv_decoder(options)
 
     def _next(self) -> tuple[int, np.ndarray] | None:
         with self._lock:
@@ -423,6 +502,7 @@ class _LiveSource(Source):
         self._options = options
         self._opened_at = time.monotonic()
         self._pending: Frame | None = None
+        self._open = _opener(uri, options)
         connection = None
         if not options.reconnect:
             connection = self._connect()
@@ -443,12 +523,12 @@ class _LiveSource(Source):
             yield frame
 
     def _release(self) -> None:
-        # The reader thread releases its own capture; a read or an open blocks it for at
-        # most the timeouts, so waiting longer than that would mean a hung FFmpeg.
+        # The reader thread releases its own connection; an open or a read blocks it for
+        # at most the timeouts, so waiting longer than that would mean a hung decoder.
         if threading.current_thread() is not self._thread:
-            self._thread.join(self._options.open_timeout_s + self._options.read_timeout_s)
+            self._thread.join(self._options.open_timeout_s + self._options.read_timeout_s + _FFMPEG_EXIT_S)
 
-    def _run(self, connection: tuple[cv2.VideoCapture, np.ndarray] | None) -> None:
+    def _run(self, connection: tuple[_Connection, np.ndarray] | None) -> None:
         failures = 0
         delay = self._options.backoff_initial_s
         while not self._closed.is_set():
@@ -479,36 +559,32 @@ class _LiveSource(Source):
         log.warning("%s: %s; retrying in %.1f s", redact(self.uri), self._last_error, delay)
         self._closed.wait(delay)
 
-    def _connect(self) -> tuple[cv2.VideoCapture, np.ndarray] | None:
+    def _connect(self) -> tuple[_Connection, np.ndarray] | None:
         """Open the stream and decode its first frame; None (and ``last_error``) if not."""
         try:
-            cap = _open_capture(self.uri, self._options, live=True)
+            connection = self._open()
         except SourceError as exc:
             self._last_error = str(exc)
             return None
-        ok, image = cap.read()
-        if not ok:
-            cap.release()
-            self._last_error = f"{redact(self.uri)}: connected, but no frame decoded"
+        image = connection.read()
+        if image is None:
+            connection.release()
+            self._last_error = connection.lost_reason()
             return None
-        self.fps = _fps_of(cap)
-        return cap, image
+        self.fps, self._native_size, self.decoder = connection.fps, connection.native_size, connection.decoder
+        return connection, image
 
-    def _stream(self, cap: cv2.VideoCapture, image: np.ndarray) -> None:
+    def _stream(self, connection: _Connection, image: np.ndarray) -> None:
         """Publish frames until the stream fails or the source is closed."""
         self._set_state(SourceState.RUNNING)
         try:
-            ok = True
-            while ok and not self._closed.is_set():
+            while image is not None and not self._closed.is_set():
                 self._publish(image)
-                ok, image = cap.read()
+                image = connection.read()
         finally:
-            cap.release()
-        if not ok:
-            self._last_error = (
-                f"{redact(self.uri)}: stream lost (closed, or no frame for "
-                f"{self._options.read_timeout_s:g} s)"
-            )
+            connection.release()
+        if image is None:
+            self._last_error = connection.lost_reason()
 
     def _publish(self, image: np.ndarray) -> None:
         with self._cond:
@@ -518,6 +594,196 @@ class _LiveSource(Source):
             timestamp = time.monotonic() - self._opened_at
             self._pending = Frame(self._frames_read - 1, timestamp, image)
             self._cond.notify_all()
+
+
+class _Connection(ABC):
+    """One connection to a live stream, opened, read and released by `_LiveSource`'s thread.
+
+    Attributes
+    ----------
+    fps : float
+        The stream's frame rate, or 25.0 when it does not say.
+    native_size : Size
+        The stream's own ``(width, height)``, known once a frame is read.
+    decoder : str
+        What decodes it, for `Source.decoder`.
+    """
+
+    fps: float = FALLBACK_FPS
+    native_size: Size = (0, 0)
+    decoder: str
+
+    @abstractmethod
+    def read(self) -> np.ndarray | None:
+        """Return the next frame, BGR at the output size; None once the stream is lost."""
+
+    @abstractmethod
+    def lost_reason(self) -> str:
+        """Say why `read` returned None (after `release`), for ``last_error``."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Free the connection; called once, when done with it."""
+
+
+def _opener(uri: str, options: SourceOptions) -> Callable[[], _Connection]:
+    """Return what opens a connection to ``uri`` with ``options.decoder``.
+
+    Raises
+    ------
+    SourceError
+        The decoder cannot run at all (``ffmpeg`` missing): retrying would not help.
+    """
+    if options.decoder == "opencv":
+        return lambda: _OpenCVConnection(uri, options)
+    try:
+        tools = decoders.find_tools(options.ffmpeg_path)
+    except decoders.DecoderError as exc:
+        raise SourceError(f"{redact(uri)}: {exc}") from None
+    return lambda: _FFmpegConnection(uri, options, *tools)
+
+
+class _OpenCVConnection(_Connection):
+    """A stream opened by OpenCV's FFmpeg backend (or a GStreamer pipeline)."""
+
+    def __init__(self, uri: str, options: SourceOptions) -> None:
+        self._uri = uri
+        self._options = options
+        self._cap = _open_capture(uri, options, live=True)
+        self._read_any = False
+        self.fps = _fps_of(self._cap)
+        self.decoder = _opencv_decoder(options)
+
+    def read(self) -> np.ndarray | None:
+        ok, image = self._cap.read()
+        if not ok:
+            return None
+        self._read_any = True
+        self.native_size = (image.shape[1], image.shape[0])
+        size = self._options.output_size
+        if size is None or size == self.native_size:
+            return image
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    def lost_reason(self) -> str:
+        if not self._read_any:
+            return f"{redact(self._uri)}: connected, but no frame decoded"
+        return (
+            f"{redact(self._uri)}: stream lost (closed, or no frame for {self._options.read_timeout_s:g} s)"
+        )
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+class _FFmpegConnection(_Connection):
+    """An ffmpeg subprocess writing raw BGR frames of a known size to a pipe.
+
+    Opening probes the stream with ffprobe and starts ffmpeg, in a session of its own so
+    that it can be killed whole; reading takes whole frames from the pipe, and gives up
+    after the timeout (``open_timeout_s`` for the first frame, from the probe on) without
+    blocking. Its standard error is read along the way, so it never fills up.
+    """
+
+    def __init__(self, uri: str, options: SourceOptions, ffmpeg: str, ffprobe: str) -> None:
+        self._uri = uri
+        self._options = options
+        self._deadline = time.monotonic() + options.open_timeout_s
+        self._read_any = False
+        self._timed_out = False
+        self._stderr = bytearray()
+        timeout_option = decoders.rtsp_timeout_option(ffmpeg)
+        stream = decoders.StreamInput(uri, options.transport, options.read_timeout_s, timeout_option)
+        info = self._probe(stream, ffprobe)
+        preset, label = decoders.choose_preset(ffmpeg, options.preset, info.codec)
+        self.fps, self.native_size, self.decoder = info.fps, info.size, f"ffmpeg/{label}"
+        self._size = options.output_size or info.size
+        self._process = self._start(
+            decoders.ffmpeg_command(stream, preset, info.codec, self._size, options.input_args, ffmpeg)
+        )
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._process.stdout, selectors.EVENT_READ)
+        self._selector.register(self._process.stderr, selectors.EVENT_READ)
+
+    def read(self) -> np.ndarray | None:
+        width, height = self._size
+        image = np.empty((height, width, 3), np.uint8)
+        view, got = memoryview(image).cast("B"), 0
+        while got < len(view):
+            remaining = self._deadline - time.monotonic()
+            events = self._selector.select(remaining) if remaining > 0 else []
+            if not events:
+                self._timed_out = True
+                return None
+            for key, _ in events:
+                if key.fileobj is self._process.stderr:
+                    self._take_stderr()
+                    continue
+                count = self._process.stdout.readinto(view[got:])
+                if not count:
+                    return None
+                got += count
+        self._read_any = True
+        self._deadline = time.monotonic() + self._options.read_timeout_s
+        return image
+
+    def lost_reason(self) -> str:
+        words = redact(decoders.stderr_tail(self._stderr.decode(errors="replace")))
+        if self._timed_out:
+            waited = self._options.read_timeout_s if self._read_any else self._options.open_timeout_s
+            why = f"no frame from ffmpeg for {waited:g} s; killed it"
+        else:
+            why = f"ffmpeg exited (code {self._process.returncode})"
+        return f"{redact(self._uri)}: {why}" + (f": {words}" if words else "")
+
+    def release(self) -> None:
+        self._selector.close()
+        # Without its reader, a blocked ffmpeg fails its next write and exits.
+        self._process.stdout.close()
+        self._signal(signal.SIGTERM)
+        try:
+            self._process.wait(_FFMPEG_EXIT_S)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self._process.wait()
+        # ffmpeg is gone, so this reads what it wrote last and stops at the end.
+        self._keep_stderr(self._process.stderr.read())
+        self._process.stderr.close()
+
+    def _probe(self, stream: decoders.StreamInput, ffprobe: str) -> decoders.StreamInfo:
+        try:
+            return decoders.probe(stream, ffprobe, self._options.open_timeout_s)
+        except decoders.DecoderError as exc:
+            raise SourceError(f"{redact(self._uri)}: cannot open ({redact(str(exc))})") from None
+
+    def _start(self, command: list[str]) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SourceError(f"{redact(self._uri)}: cannot run {command[0]}: {exc}") from None
+
+    def _take_stderr(self) -> None:
+        data = self._process.stderr.read(_STDERR_CHUNK)
+        if not data:
+            # At its end, stderr would stay "readable" and spin the loop.
+            self._selector.unregister(self._process.stderr)
+        self._keep_stderr(data)
+
+    def _signal(self, signum: int) -> None:
+        if self._process.returncode is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signum)
+
+    def _keep_stderr(self, data: bytes | None) -> None:
+        self._stderr += data or b""
+        del self._stderr[:-_STDERR_KEPT]
 
 
 def _image_paths(path: Path) -> list[Path]:
@@ -574,4 +840,8 @@ def _ffmpeg_transport(transport: str | None) -> Iterator[None]:
 
 def _fps_of(cap: cv2.VideoCapture) -> float:
     fps = cap.get(cv2.CAP_PROP_FPS)
-    return fps if math.isfinite(fps) and 0 < fps <= MAX_PLAUSIBLE_FPS else FALLBACK_FPS
+    return fps if is_plausible_fps(fps) else FALLBACK_FPS
+
+
+def _opencv_decoder(options: SourceOptions) -> str:
+    return "gstreamer" if options.gstreamer else "opencv"
