@@ -168,3 +168,18 @@ def test_edge_serve_exits_2_on_a_bad_configuration(tmp_path, text, environ, mess
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_the_ffmpeg_decoders_preset_follows_the_bundles_target(tmp_path):
+    from edge.runtime.decoders import target_preset
+
+    assert [target_preset(t) for t in ("rk3588", "rk3576", "jetson-orin", "openvino", "cpu", None)] == [
+        "rkmpp", "rkmpp", "nvmpi", "vaapi", "software", "software"]
+    cpu = load_service_settings(write(tmp_path, "bundle: models/default/cpu\nsource: {decoder: ffmpeg}"), {})
+    assert source_options(cpu).preset == "software"  # the cpu bundle's target
+    chosen = load_service_settings(write(tmp_path, "source: {decoder: ffmpeg, preset: qsv}"), {})
+    assert source_options(chosen).preset == "qsv"
+    opencv = load_service_settings(write(tmp_path, "source: {transport: udp}"), {})
+    assert source_options(opencv).decoder == "opencv"
+    with pytest.raises(ConfigError, match="source: .*preset"):
+        source_options(load_service_settings(write(tmp_path, "source: {decoder: ffmpeg, preset: nope}"), {}))

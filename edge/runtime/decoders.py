@@ -114,6 +114,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def target_preset(target: str | None) -> str:
+    """Return the preset that fits a bundle's target: the decoder of the board it is for.
+
+    Rockchip SoCs decode with their MPP (``rkmpp``), a Jetson with its NVDEC through
+    ``nvmpi``, an Intel device with its GPU through VA-API; anything else, and a target
+    unknown, in software. A preset whose hardware is missing falls back to software.
+    """
+    if target is None:
+        return SOFTWARE
+    if target.startswith("rk"):
+        return "rkmpp"
+    return {"jetson-orin": "nvmpi", "openvino": "vaapi"}.get(target, SOFTWARE)
+
+
 @dataclass(frozen=True)
 class StreamInput:
     """Where a stream is and how to reach it, as ffmpeg and ffprobe input options.

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import BundleError
+from edge.bundle import BundleError, load_bundle
 from edge.runtime.backends.base import BackendError
+from edge.runtime.decoders import target_preset
 from edge.runtime.device import DeviceMonitor
 from edge.runtime.models import backend_name
 from edge.runtime.sinks import Sink
@@ -38,13 +39,24 @@ _LOAD_ERRORS = (BundleError, BackendError, OSError, ValueError)
 def source_options(config: ServiceSettings) -> SourceOptions:
     """Build the configuration's ``source`` table into source options.
 
+    With ``decoder: ffmpeg`` and no ``preset``, the preset is the one of the bundle's
+    target (:func:`~edge.runtime.decoders.target_preset`: ``rkmpp`` for a Rockchip
+    bundle...), read from its manifest; software when the bundle cannot be read.
+
     Raises
     ------
     ConfigError
         For an unknown key or a bad value.
     """
+    table = dict(config.source)
+    if table.get("decoder") == "ffmpeg" and "preset" not in table:
+        try:
+            target = load_bundle(config.bundle, verify_hashes=False).target
+        except BundleError:
+            target = None
+        table["preset"] = target_preset(target)
     try:
-        return SourceOptions(**config.source)
+        return SourceOptions(**table)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"source: {e}") from None
 
