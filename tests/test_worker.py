@@ -19,7 +19,7 @@ import pytest
 
 from edge.runtime.evidence import CropAnswer
 from edge.runtime.pipeline import crop as cut
-from edge.runtime.worker import AttributeWorker
+from edge.runtime.worker import NICENESS, AttributeWorker
 from edge.schema import ATTRIBUTES
 
 CHANNEL_COLORS = ("blue", "green", "red")  # OpenCV's BGR channel order
@@ -150,6 +150,14 @@ def test_answers_arrive_for_submitted_crops() -> None:
             "queue_depth": 0, "in_flight": 0, "alive": None,
         }
         assert stats["alive"]
+
+
+def test_the_attribute_process_runs_nicer_than_the_main_process() -> None:
+    # Where both share the CPU, the scheduler gives detection first claim.
+    with AttributeWorker(DominantColor) as worker:
+        assert worker.submit(0, crop(0)) and collect(worker, 1) == {0: expected(0)}  # the child is up
+        child = os.getpriority(os.PRIO_PROCESS, worker.pid)
+        assert child == min(os.getpriority(os.PRIO_PROCESS, 0) + NICENESS, 19)
 
 
 def test_a_crop_is_cut_as_a_copy_once_so_the_sinks_may_draw_on_the_frame() -> None:

@@ -17,7 +17,7 @@ from edge.bundle import Bundle, BundleError, ModelEntry, load_bundle
 from edge.runtime.attributes import AttributeClassifier
 from edge.runtime.backends.base import Backend, TensorSpec, backend_class, check_options, open_backend
 from edge.runtime.detector import Detector
-from edge.runtime.worker import AttributeWorker
+from edge.runtime.worker import NICENESS, AttributeWorker
 
 
 def backend_name(entry: ModelEntry) -> str:
@@ -81,8 +81,12 @@ def load_classifier(bundle: Bundle, options: Mapping[str, Any] | None = None) ->
     return AttributeClassifier(open_model(bundle, "attributes", options), bundle.model("attributes"))
 
 
-def start_attribute_worker(bundle: Bundle, options: Mapping[str, Any] | None = None) -> AttributeWorker:
+def start_attribute_worker(
+    bundle: Bundle, options: Mapping[str, Any] | None = None, niceness: int = NICENESS
+) -> AttributeWorker:
     """Start the attribute process of the bundle: its model is loaded in that process.
+
+    ``niceness``: how much nicer than this process it runs (:data:`~edge.runtime.worker.NICENESS`).
 
     Raises
     ------
@@ -90,7 +94,7 @@ def start_attribute_worker(bundle: Bundle, options: Mapping[str, Any] | None = N
         When the bundle has no attribute model (raised here, in the calling process).
     """
     bundle.model("attributes")
-    worker = AttributeWorker(ClassifierFactory(bundle.path, dict(options or {})))
+    worker = AttributeWorker(ClassifierFactory(bundle.path, dict(options or {})), niceness=niceness)
     worker.start()
     return worker
 

@@ -13,6 +13,11 @@ fork). The main loop never waits on it:
 - answers come back through a second pipe that :meth:`AttributeWorker.poll` reads
   without blocking.
 
+The child runs at a lower CPU priority (:data:`NICENESS` above the main process's), so
+where detection and attributes share CPU cores, as on a CPU-only device, the scheduler
+gives the detector first claim and the attribute process the rest: attributes come
+later under load, detection does not slow down (the NPU's own work is not affected).
+
 The child holds the only copies of the pipe ends it uses, so its death shows in the
 main process as end-of-file or a broken pipe, never as a hang. A dead child is
 restarted by :meth:`AttributeWorker.poll`, with a growing delay while children keep
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -43,6 +49,10 @@ _MIN_RESTART_DELAY_S = 1.0
 """Least time from one start of the child to the next: bounds a crash loop's cost."""
 
 _MAX_RESTART_DELAY_S = 60.0
+
+NICENESS = 10
+"""How much nicer than the main process the attribute process runs: about a tenth of the
+CPU time of a process at the main process's priority when both want it (Linux CFS weights)."""
 
 _Request = tuple[int, np.ndarray]
 _Answer = tuple[int, CropAnswer | None]
@@ -116,10 +126,12 @@ def _serve(
     requests: Connection,
     answers: Connection,
     batch_size: int,
+    niceness: int,
 ) -> None:
     """Run in the child: build the classifier, then answer batches until told to stop."""
     # Ctrl-C reaches the whole process group; the supervisor decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(niceness)
     classifier = classifier_factory()
     go_on = True
     try:
@@ -185,6 +197,8 @@ class _Child:
         The most crops classified in one call.
     queue : _RequestQueue
         Where the sender thread takes the requests from.
+    niceness : int
+        How much nicer than this process the child runs.
     """
 
     def __init__(
@@ -192,13 +206,14 @@ class _Child:
         classifier_factory: Callable[[], Classifier],
         batch_size: int,
         queue: _RequestQueue,
+        niceness: int,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         request_reader, self._requests = context.Pipe(duplex=False)
         self._answers, answer_writer = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_serve,
-            args=(classifier_factory, request_reader, answer_writer, batch_size),
+            args=(classifier_factory, request_reader, answer_writer, batch_size, niceness),
             name="edge-attributes",
             daemon=True,
         )
@@ -277,6 +292,8 @@ class AttributeWorker(AttributeLink):
         How many requests may wait in the main process; beyond it the oldest is dropped.
     batch_size : int, optional
         The most crops the child classifies in one call.
+    niceness : int, optional
+        How much nicer than this process the child runs (:data:`NICENESS`; 0: as nice).
 
     Examples
     --------
@@ -292,11 +309,12 @@ class AttributeWorker(AttributeLink):
         *,
         queue_size: int = 64,
         batch_size: int = 8,
+        niceness: int = NICENESS,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError(f"queue_size and batch_size must be >= 1, got {queue_size}, {batch_size}")
         self._factory = classifier_factory
-        self._batch_size = batch_size
+        self._batch_size, self._niceness = batch_size, niceness
         self._queue = _RequestQueue(queue_size)
         self._child: _Child | None = None
         self._running = False
@@ -419,7 +437,7 @@ class AttributeWorker(AttributeLink):
         self.close()
 
     def _start_child(self) -> None:
-        self._child = _Child(self._factory, self._batch_size, self._queue)
+        self._child = _Child(self._factory, self._batch_size, self._queue, self._niceness)
 
     def _bury(self, child: _Child) -> None:
         lost = self._release(child, timeout=0)
