@@ -1,7 +1,8 @@
 """Jobs of streams with the real detector: results, end time, stop, capacity, resume, reload.
 
-The job manager runs here in-process on short clips made from the pedestrian clip, with
-the attribute process off (tests/test_service*.py run it with attributes on).
+The jobs (and a standing camera) run here in-process on short clips made from the
+pedestrian clip, with the attribute process off (tests/test_service*.py run it with
+attributes on).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,10 +22,14 @@ from waiting import wait_until
 
 from edge.runtime.backends.base import Backend
 from edge.runtime.sources import SourceError, SourceOptions
-from edge.service.jobs import STATE_FILE, Camera, CapacityExceeded, JobConflict, JobManager
+from edge.service.cameras import StandingCamera, StandingCameras
+from edge.service.capacity import Capacity, CapacityExceeded, Occupied
+from edge.service.jobs import STATE_FILE, JobConflict, Jobs
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
-from edge.service.results import ResultLog
+from edge.service.results import ResultLog, prune
+from edge.service.runs import RunStarter, StreamRequest
 from edge.service.streams import MAX_CONSECUTIVE_ERRORS
+from edge.service.ticker import Ticker
 from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
 
 FAR = 4_000_000_000.0  # an end time far ahead
@@ -86,10 +93,26 @@ def holder(models) -> ModelHolder:
 
 
 @pytest.fixture
-def manager(holder, settings, tmp_path):
-    jobs = JobManager(holder, settings, tmp_path / "results", max_streams=3, source_options=SourceOptions())
-    yield jobs
-    jobs.close()
+def capacity() -> Capacity:
+    return Capacity(3)
+
+
+@contextmanager
+def started_jobs(holder, settings, results: Path, capacity: Capacity) -> Iterator[Jobs]:
+    """Jobs as the service runs them: a ticker ends those whose time is up, and closes them."""
+    jobs = Jobs(RunStarter(holder, capacity, SourceOptions()), settings, results)
+    ticker = Ticker().every(0, jobs.tick).start()
+    try:
+        yield jobs
+    finally:
+        ticker.close()
+        jobs.close()
+
+
+@pytest.fixture
+def manager(holder, settings, capacity, tmp_path):
+    with started_jobs(holder, settings, tmp_path / "results", capacity) as jobs:
+        yield jobs
 
 
 def records(path: Path) -> list[dict]:
@@ -119,9 +142,9 @@ def test_result_log_pages_filters_and_keeps_the_newest_in_memory(tmp_path):
 # Jobs on files.
 
 
-def test_a_file_job_writes_every_frame_in_order_and_ends_with_its_streams(manager, short_clip):
-    job = manager.start("a", [Camera(str(short_clip)), Camera(str(short_clip))], FAR)
-    assert manager.active_streams() == 2
+def test_a_file_job_writes_every_frame_in_order_and_ends_with_its_streams(manager, capacity, short_clip):
+    job = manager.start("a", [StreamRequest(str(short_clip)), StreamRequest(str(short_clip))], FAR)
+    assert capacity.active() == 2
     wait_until(lambda: job.state != "running", "the job to end")
     job.wait_closed(30)
     assert (job.state, job.reason) == ("ended", "every stream ended")
@@ -133,13 +156,13 @@ def test_a_file_job_writes_every_frame_in_order_and_ends_with_its_streams(manage
     figures = job.describe().streams[0]
     assert figures.state == "ended" and figures.frames_processed == 12 and figures.errors == 0
     assert figures.inference_ms.p50 > 0
-    assert manager.active_streams() == 0
+    assert capacity.active() == 0
     assert json.loads((manager.results_dir / STATE_FILE).read_text()) == {"jobs": []}
 
 
 def test_end_time_ends_a_job_and_stop_stops_one(manager, clip):
-    ending = manager.start("ending", [Camera(str(clip))], time.time() + 2.0)
-    stopping = manager.start("stopping", [Camera(str(clip))], FAR)
+    ending = manager.start("ending", [StreamRequest(str(clip))], time.time() + 2.0)
+    stopping = manager.start("stopping", [StreamRequest(str(clip))], FAR)
     wait_until(lambda: stopping.log.count >= 2, "results")
     manager.stop("stopping")
     assert (stopping.state, stopping.reason) == ("stopped", "stopped by request")
@@ -151,50 +174,108 @@ def test_end_time_ends_a_job_and_stop_stops_one(manager, clip):
         assert all(s.done for s in job.streams)
 
 
-def test_conflicts_capacity_and_bad_sources_start_nothing(manager, clip, tmp_path):
-    manager.start("busy", [Camera(str(clip))], FAR)
+def test_conflicts_capacity_and_bad_sources_start_nothing(manager, capacity, clip, tmp_path):
+    manager.start("busy", [StreamRequest(str(clip))], FAR)
     with pytest.raises(JobConflict, match="job busy is running"):
-        manager.start("busy", [Camera(str(clip))], FAR)
+        manager.start("busy", [StreamRequest(str(clip))], FAR)
     with pytest.raises(CapacityExceeded, match="3 more streams would make 4; this device runs at most 3"):
-        manager.start("big", [Camera(str(clip))] * 3, FAR)
+        manager.start("big", [StreamRequest(str(clip))] * 3, FAR)
     with pytest.raises(SourceError, match="no such file"):
-        manager.start("bad", [Camera(str(clip)), Camera(str(tmp_path / "missing.avi"))], FAR)
+        manager.start("bad", [StreamRequest(str(clip)), StreamRequest(str(tmp_path / "missing.avi"))], FAR)
     with pytest.raises(ValueError, match="job id"):
-        manager.start("../up", [Camera(str(clip))], FAR)
-    assert [j.id for j in manager.jobs()] == ["busy"] and manager.active_streams() == 1
+        manager.start("../up", [StreamRequest(str(clip))], FAR)
+    assert [j.id for j in manager.all()] == ["busy"] and capacity.active() == 1
     manager.stop("busy")
-    manager.start("busy", [Camera(str(clip))], FAR)  # a finished job's id may be used again
+    manager.start("busy", [StreamRequest(str(clip))], FAR)  # a finished job's id may be used again
     assert manager.get("busy").state == "running"
+
+
+# The stream budget, shared by jobs and standing cameras.
+
+
+class Claim:
+    """What a run is to the capacity: running, with so many streams still going."""
+
+    def __init__(self, streams: int) -> None:
+        self.running, self.streams = True, streams
+
+    def active_streams(self) -> int:
+        return self.streams if self.running else 0
+
+
+def test_the_capacity_refuses_beyond_max_streams_and_frees_room_as_streams_end():
+    capacity = Capacity(3)
+    capacity.reserve("job", 2)
+    capacity.reserve("camera", 1)
+    with pytest.raises(CapacityExceeded, match="1 more streams would make 4; this device runs at most 3"):
+        capacity.reserve("more", 1)
+    with pytest.raises(Occupied, match="camera is starting or running"):
+        capacity.reserve("camera", 0)
+    capacity.release("camera")  # its source did not open
+    claim = Claim(2)
+    capacity.occupy("job", claim)
+    capacity.reserve("more", 1)
+    assert capacity.active() == 3
+    claim.streams = 1  # one of its files played out
+    assert capacity.active() == 2
+    claim.running = False  # the job ended: its room and its name are free again
+    capacity.reserve("job", 2)
+    assert capacity.active() == 3
+
+
+def test_jobs_and_standing_cameras_share_the_capacity(holder, settings, tmp_path, clip):
+    capacity = Capacity(2)
+    starter = RunStarter(holder, capacity, SourceOptions())
+    lobby = StandingCamera("lobby", StreamRequest(str(clip)), {"conf_th": 0.6}, enabled=True)
+    cameras = StandingCameras(starter, settings, tmp_path, [lobby])
+    jobs = Jobs(starter, settings, tmp_path, camera_names=cameras.names)
+    try:
+        assert cameras.start_enabled() == ["lobby"]
+        jobs.start("visit", [StreamRequest(str(clip))], FAR)
+        with pytest.raises(CapacityExceeded, match="1 more streams would make 3; this device runs at most 2"):
+            jobs.start("more", [StreamRequest(str(clip))], FAR)
+        with pytest.raises(JobConflict, match="lobby is the name of a standing camera"):
+            jobs.start("lobby", [StreamRequest(str(clip))], FAR)
+        cameras.stop("lobby")  # its room is free as it ends
+        jobs.start("more", [StreamRequest(str(clip))], FAR)
+        with pytest.raises(CapacityExceeded, match="at most 2"):
+            cameras.start("lobby")
+        assert "at most 2" in cameras.describe("lobby").reason
+        jobs.stop("visit")
+        cameras.start("lobby")
+        shown = cameras.describe("lobby")
+        assert (shown.state, shown.reason, shown.thresholds) == ("running", None, {"conf_th": 0.6})
+        assert capacity.active() == 2 and [r.id for r in cameras.running()] == ["lobby"]
+    finally:
+        jobs.close()
+        cameras.close()
 
 
 def test_running_jobs_are_resumed_after_a_restart(holder, settings, tmp_path, clip, short_clip):
     results = tmp_path / "results"
-    first = JobManager(holder, settings, results, max_streams=3, source_options=SourceOptions())
-    first.start("long", [Camera(str(clip), realtime=True)], FAR)
-    first.start("soon-over", [Camera(str(clip))], time.time() + 3.0)
-    first.start("gone", [Camera(str(short_clip))], FAR)
-    first.close()  # the service stops
+    with started_jobs(holder, settings, results, Capacity(3)) as first:
+        first.start("long", [StreamRequest(str(clip), realtime=True)], FAR)
+        first.start("soon-over", [StreamRequest(str(clip))], time.time() + 3.0)
+        first.start("gone", [StreamRequest(str(short_clip))], FAR)
+    # the service stopped
     remembered = json.loads((results / STATE_FILE).read_text())["jobs"]
     assert sorted(j["id"] for j in remembered) == ["gone", "long", "soon-over"]
     time.sleep(3.0)  # "soon-over" passes its end time while the service is down
 
-    def check(camera: Camera) -> None:
-        if camera.video == str(short_clip):
+    def check(stream: StreamRequest) -> None:
+        if stream.video == str(short_clip):
             raise ValueError("no longer allowed")
 
-    second = JobManager(holder, settings, results, max_streams=3, source_options=SourceOptions())
-    try:
+    with started_jobs(holder, settings, results, Capacity(3)) as second:
         assert second.resume(check) == ["long"]
         job = second.get("long")
-        assert job.state == "running" and job.cameras == [Camera(str(clip), realtime=True)]
+        assert job.state == "running" and job.stream_requests == [StreamRequest(str(clip), realtime=True)]
         assert len(list((results / "long").glob("*.jsonl"))) == 2, "a fresh results file"
         assert [j["id"] for j in json.loads((results / STATE_FILE).read_text())["jobs"]] == ["long"]
-    finally:
-        second.close()
 
 
-def test_old_result_files_are_pruned_but_never_a_running_jobs(holder, settings, tmp_path, clip):
-    results = tmp_path / "results"
+def test_old_result_files_are_pruned_but_never_one_being_written(manager, tmp_path, clip):
+    results = manager.results_dir
     old, fresh, lone = results / "a" / "old.jsonl", results / "a" / "fresh.jsonl", results / "b" / "old.jsonl"
     for path in (old, fresh, lone):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,21 +283,18 @@ def test_old_result_files_are_pruned_but_never_a_running_jobs(holder, settings, 
     month_ago = time.time() - 31 * 86400
     for path in (old, lone):
         os.utime(path, (month_ago, month_ago))
-    jobs = JobManager(holder, settings, results, max_streams=3, source_options=SourceOptions(), keep_days=30)
-    try:
-        running = jobs.start("c", [Camera(str(clip))], FAR)
-        os.utime(running.log.path, (month_ago, month_ago))
-        assert sorted(jobs.prune()) == sorted([old, lone])
-        assert fresh.exists() and running.log.path.exists() and not (results / "b").exists()
-    finally:
-        jobs.close()
+    running = manager.start("c", [StreamRequest(str(clip))], FAR)
+    os.utime(running.log.path, (month_ago, month_ago))
+    assert sorted(prune(results, 30, {running.log.path})) == sorted([old, lone])
+    assert fresh.exists() and running.log.path.exists() and not (results / "b").exists()
+    assert prune(results, 0, set()) == [], "0 keeps every file"
 
 
 # Models and settings changing under running streams.
 
 
 def test_streams_move_to_reloaded_models_and_the_old_ones_close(manager, holder, models, clip):
-    job = manager.start("reload", [Camera(str(clip))], FAR)
+    job = manager.start("reload", [StreamRequest(str(clip))], FAR)
     wait_until(lambda: job.log.count >= 2, "results")
     closed = threading.Event()
     holder.current.close = closed.set
@@ -283,7 +361,7 @@ class Broken(Backend):
 def test_frames_in_flight_on_a_pool_come_back_in_frame_order(manager, holder, models, short_clip):
     pool = Pool(models.detector.backend)
     holder.replace(view(models, pool))
-    job = manager.start("pool", [Camera(str(short_clip))], FAR)
+    job = manager.start("pool", [StreamRequest(str(short_clip))], FAR)
     wait_until(lambda: job.state != "running", "the job to end")
     job.wait_closed(30)
     assert [r["frame"] for r in records(job.log.path)] == list(range(12)) and pool.submitted == 12
@@ -291,7 +369,7 @@ def test_frames_in_flight_on_a_pool_come_back_in_frame_order(manager, holder, mo
 
 def test_a_stream_whose_frames_keep_failing_is_given_up(manager, holder, models, clip):
     holder.replace(view(models, Broken(models.detector.backend)))
-    job = manager.start("broken", [Camera(str(clip))], FAR)
+    job = manager.start("broken", [StreamRequest(str(clip))], FAR)
     wait_until(lambda: job.state != "running", "the job to end")
     stream = job.describe().streams[0]
     assert stream.state == "failed" and stream.errors == MAX_CONSECUTIVE_ERRORS

@@ -50,7 +50,9 @@ from werkzeug.exceptions import HTTPException
 from edge.runtime.sources import SourceError
 from edge.service import metrics, openapi, validation
 from edge.service import responses as r
-from edge.service.jobs import CapacityExceeded, JobConflict, JobNotFound
+from edge.service.cameras import CameraNotFound
+from edge.service.capacity import CapacityExceeded, Occupied
+from edge.service.jobs import JobConflict, JobNotFound
 from edge.service.state import Service
 from edge.service.streams import StreamRunner
 from edge.service.validation import RequestError
@@ -62,7 +64,9 @@ PUBLIC = frozenset({"health", "ready", "dashboard", "openapi"})
 
 _ERRORS: dict[type[Exception], int] = {
     JobNotFound: 404,
+    CameraNotFound: 404,
     JobConflict: 409,
+    Occupied: 409,
     CapacityExceeded: 429,
     SourceError: 400,
 }
@@ -153,7 +157,7 @@ def _install_routes(app: Flask, service: Service) -> None:
 
     @app.get("/api/inference")
     def list_jobs() -> Any:
-        return answer(r.JobList(jobs=[j.describe() for j in service.jobs.jobs()]))
+        return answer(r.JobList(jobs=[j.describe() for j in service.jobs.all()]))
 
     @app.post("/api/inference/<job_id>")
     def start_job(job_id: str) -> Any:
@@ -177,11 +181,11 @@ def _install_routes(app: Flask, service: Service) -> None:
 
     @app.get("/api/cameras")
     def list_cameras() -> Any:
-        return answer(r.CameraList(cameras=service.jobs.cameras()))
+        return answer(r.CameraList(cameras=service.cameras.describe_all()))
 
     @app.get("/api/cameras/<name>")
     def get_camera(name: str) -> Any:
-        return answer(service.jobs.describe_camera(validation.job_id(name, "camera")))
+        return answer(service.cameras.describe(validation.job_id(name, "camera")))
 
     @app.post("/api/cameras/<name>/start")
     def start_camera(name: str) -> Any:
@@ -196,8 +200,8 @@ def _install_routes(app: Flask, service: Service) -> None:
     @app.get("/api/cameras/<name>/results")
     def camera_results(name: str) -> Any:
         query = validation.results_query(request.args)
-        camera = service.jobs.describe_camera(validation.job_id(name, "camera"))
-        page = service.jobs.camera_log(name).page(**dict(query))
+        camera = service.cameras.describe(validation.job_id(name, "camera"))
+        page = service.cameras.log(name).page(**dict(query))
         return answer(r.CameraResultsPage(id=name, state=camera.state, **dict(page)))
 
     @app.get("/api/config")
@@ -215,7 +219,7 @@ def _install_routes(app: Flask, service: Service) -> None:
 
     def stream_media(stream_id: str, media: Callable[[StreamRunner], bytes | None], content_type: str) -> Any:
         """Answer what ``media`` makes of a stream, or 404 for no stream or no frame yet."""
-        stream = service.jobs.stream(validation.stream_id(stream_id))
+        stream = service.stream(validation.stream_id(stream_id))
         data = media(stream) if stream is not None else None
         if data is None:
             what = "no such stream" if stream is None else "no frame processed yet"

@@ -13,6 +13,8 @@ in memory (the last ``backlog``; older ones are dropped and counted), every fail
 write is counted, and writing resumes, oldest line first, as soon as the folder takes
 them again. After a crash, :func:`repair` cuts a torn last line off a file (a power cut
 can leave one) and says the last ``seq`` written, from which a resumed job goes on.
+:func:`prune` deletes the files not written to for days, so that a device's disk does
+not fill up over months.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import deque
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,6 +82,39 @@ def next_daily_seq(folder: Path) -> int:
     days = sorted(folder.glob(DAILY_GLOB))
     last = repair(days[-1]) if days else None
     return 0 if last is None else last + 1
+
+
+def prune(results_dir: Path, keep_days: float, writing: Collection[Path]) -> list[Path]:
+    """Delete the result files not written to for ``keep_days`` (0: keep them all), and their emptied folders.
+
+    Parameters
+    ----------
+    results_dir : Path
+        The folder of the jobs' and cameras' folders.
+    keep_days : float
+    writing : collection of Path
+        The files of the running jobs and cameras: never deleted, however old.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+    """
+    if not keep_days:
+        return []
+    limit = time.time() - keep_days * 86400
+    removed = []
+    for path in results_dir.glob("*/*.jsonl"):
+        try:
+            if path not in writing and path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+                path.parent.rmdir()  # fails, as it should, while other files remain
+        except OSError:
+            continue
+    if removed:
+        logger.info("deleted %d result files older than %g days", len(removed), keep_days)
+    return removed
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -23,10 +23,16 @@ from edge.runtime.models import backend_name
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import SourceOptions
 from edge.service import responses, validation
+from edge.service.cameras import StandingCamera, StandingCameras
+from edge.service.capacity import Capacity
 from edge.service.events_sink import EventSink
-from edge.service.jobs import Camera, Job, JobManager, StandingCamera
+from edge.service.jobs import Job, Jobs
 from edge.service.live import LiveSettings, ModelHolder, ModelSet, load_models
 from edge.service.mqtt import MqttPublisher
+from edge.service.results import prune
+from edge.service.runs import Run, RunStarter, StreamRequest
+from edge.service.streams import StreamRunner
+from edge.service.ticker import Ticker
 from edge.service.validation import RequestError
 from edge.settings import ConfigError, RuntimeSettings, ServiceSettings
 
@@ -34,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 _LOAD_ERRORS = (BundleError, BackendError, OSError, ValueError)
 """What a bad bundle raises; anything else from a load is logged with its traceback."""
+PRUNE_EVERY_S = 3600
+"""How often old result files are looked for (and at start)."""
 
 
 def source_options(config: ServiceSettings) -> SourceOptions:
@@ -75,8 +83,8 @@ def standing_cameras(config: ServiceSettings, media_root: Path) -> list[Standing
             video = validation.check_video(c.url, media_root, where=f"cameras[{i}].url")
         except RequestError as e:
             raise ConfigError(str(e)) from None
-        camera = Camera(video, c.transport, c.realtime)
-        cameras.append(StandingCamera(c.name, camera, c.thresholds, c.enabled))
+        stream = StreamRequest(video, c.transport, c.realtime)
+        cameras.append(StandingCamera(c.name, stream, c.thresholds, c.enabled))
     return cameras
 
 
@@ -127,11 +135,14 @@ class Service:
         # Events leave through one publisher; it connects in the background, so a broker
         # that is away at start never holds the service up.
         self.mqtt = MqttPublisher(config.mqtt, self._mqtt_stats) if config.mqtt is not None else None
-        self.jobs = JobManager(
-            self.models, self.settings, Path(config.results_dir),
-            max_streams=config.max_streams, source_options=source_options(config),
-            keep_days=config.results_keep_days, cameras=cameras, sinks=self._event_sinks,
-        )
+        # Jobs and standing cameras start their streams alike, within one stream budget.
+        capacity = Capacity(config.max_streams)
+        starter = RunStarter(self.models, capacity, source_options(config), self._event_sinks)
+        results = Path(config.results_dir)
+        self.cameras = StandingCameras(starter, self.settings, results, cameras)
+        self.jobs = Jobs(starter, self.settings, results, camera_names=self.cameras.names)
+        self.ticker = (Ticker().every(PRUNE_EVERY_S, self._prune)
+                       .every(0, self.jobs.tick).every(0, self.cameras.tick).start())
         self._load_error: str | None = None
         # Ready only once remembered jobs are running again, so a client that waits for
         # /ready after a restart finds its jobs.
@@ -164,7 +175,7 @@ class Service:
         """Start the standing cameras, once: at the first usable models (the start, or a reload)."""
         if not self._cameras_started.is_set():
             self._cameras_started.set()
-            self.jobs.start_cameras()
+            self.cameras.start_enabled()
 
     def reload(self) -> responses.Reloaded:
         """Load and self-test the bundle again; swap it in, streams going on, if it passed.
@@ -212,9 +223,9 @@ class Service:
 
     # Jobs and settings.
 
-    def check_camera(self, camera: Camera) -> None:
-        """Refuse a camera that is not allowed (a remembered job's, before resuming it)."""
-        validation.check_video(camera.video, self.media_root)
+    def check_camera(self, stream: StreamRequest) -> None:
+        """Refuse a stream that is not allowed (a remembered job's, before resuming it)."""
+        validation.check_video(stream.video, self.media_root)
 
     def start_job(self, job_id: str, body: Any) -> Job:
         """Check a job request and start it.
@@ -240,13 +251,31 @@ class Service:
         """
         validation.job_id(name, "camera")
         self._require_models()
-        self.jobs.start_camera(name)
-        return self.jobs.describe_camera(name)
+        self.cameras.start(name)
+        return self.cameras.describe(name)
 
     def stop_camera(self, name: str) -> responses.StandingCamera:
         """Stop a standing camera by name; return it."""
-        self.jobs.stop_camera(validation.job_id(name, "camera"))
-        return self.jobs.describe_camera(name)
+        self.cameras.stop(validation.job_id(name, "camera"))
+        return self.cameras.describe(name)
+
+    def stream(self, stream_id: str) -> StreamRunner | None:
+        """Return the stream ``<job>.<index>`` (a standing camera's: ``<name>.0``), or None."""
+        run_id, _, index = stream_id.rpartition(".")
+        run = self.jobs.find(run_id) or self.cameras.find(run_id)
+        return run.stream(index) if run is not None else None
+
+    def _running(self) -> list[Run]:
+        """Return the running jobs, then the running standing cameras."""
+        return [*self.jobs.running(), *self.cameras.running()]
+
+    def _running_streams(self) -> list[StreamRunner]:
+        return [s for r in self._running() for s in r.streams]
+
+    def _prune(self) -> None:
+        """Delete the result files older than the configuration keeps (never one being written)."""
+        writing = {r.log.path for r in self._running()}
+        prune(Path(self.config.results_dir), self.config.results_keep_days, writing)
 
     def _require_models(self) -> None:
         models = self.models.current
@@ -276,7 +305,7 @@ class Service:
             "ready": self.readiness()[0],
             "streams": [s.figures().model_dump(include={"id", "state", "processed_fps", "frames_processed",
                                                         "active_tracks"})
-                        for s in self.jobs.running_streams()],
+                        for s in self._running_streams()],
             "device": {"cpu_percent": device["cpu_percent"], "memory_used_percent":
                        device["memory"]["used_percent"], "temperatures": device["temperatures"]},
         }
@@ -301,19 +330,21 @@ class Service:
             attributes=responses.AttributeProcess(**hub.stats()) if hub is not None else None,
             jobs=[responses.JobSummary(id=j.id, state=j.state, endTime=j.end_time, streams=len(j.streams),
                                        results=j.log.stats())
-                  for j in self.jobs.jobs()],
-            cameras=self.jobs.cameras(),
+                  for j in self.jobs.all()],
+            cameras=self.cameras.describe_all(),
             mqtt=responses.MqttFigures(**self.mqtt.stats()) if self.mqtt is not None else None,
-            streams=[s.figures() for s in self.jobs.running_streams()],
+            streams=[s.figures() for s in self._running_streams()],
         )
 
     def close(self) -> None:
-        """Stop the jobs (remembered for a restart), then the models once no reload runs.
+        """Stop the jobs (remembered for a restart) and cameras, then the models once no reload runs.
 
         The publisher closes after the streams, so their tracks' ``end`` events go out,
         then ``offline``.
         """
+        self.ticker.close()  # first: it would end or remember jobs as they stop
         self.jobs.close()
+        self.cameras.close()
         if self.mqtt is not None:
             self.mqtt.close()
         with self._reload_lock:

@@ -102,7 +102,7 @@ class StreamRunner(Sink):
     log : ResultLog
         The job's results; once it is closed (the job ended) frames are no longer recorded.
     end_time : float
-        Unix time at which the stream stops (``math.inf``: a standing camera).
+        Unix time at which the stream stops (``math.inf``: never, a standing camera).
     sinks : sequence of Sink
         More sinks after the results (events to MQTT...).
     """

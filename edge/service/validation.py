@@ -3,7 +3,7 @@
 Nothing a client sends reaches the runtime unchecked: JSON bodies (strict: no ``NaN``),
 query parameters and ids in paths. The bodies are pydantic models, the same ones the
 service works with: :class:`JobRequest` (the original system's ``cameraUrls``/``endTime``,
-each camera a :class:`~edge.service.jobs.Camera`) and :data:`ConfigChange` (the live
+each camera a :class:`~edge.service.runs.StreamRequest`) and :data:`ConfigChange` (the live
 keys of :class:`~edge.settings.RuntimeSettings`); the results routes' query is
 :class:`ResultsQuery`. Their errors are said in sentences (:func:`edge.errors.describe`).
 Local video files must resolve (symbolic links followed) to a path under the media folder.
@@ -36,7 +36,8 @@ from pydantic_core import PydanticCustomError
 
 from edge.errors import REFUSED, describe, plain
 from edge.runtime.sources import LIVE_SCHEMES, scheme_of
-from edge.service.jobs import Camera, check_job_id
+from edge.service.jobs import check_job_id
+from edge.service.runs import StreamRequest
 from edge.settings import LIVE_KEYS, RuntimeSettings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -83,7 +84,7 @@ class JobRequest(BaseModel):
 
     model_config = _BODY
 
-    cameraUrls: Annotated[list[Camera], BeforeValidator(_cameras)] = Field(  # noqa: N815 - the API's name
+    cameraUrls: Annotated[list[StreamRequest], BeforeValidator(_cameras)] = Field(  # noqa: N815 - the API's name
         min_length=1, description="the streams: an RTSP URL or a video file each")
     endTime: Annotated[Number, AfterValidator(_by_year_9999)] = Field(  # noqa: N815 - the API's name
         title="endTime (a Unix timestamp)", json_schema_extra={"maximum": MAX_END_TIME},
@@ -210,7 +211,7 @@ def job_request(body: Any, *, now: float, max_streams: int, media_root: Path) ->
     if request.endTime <= now:
         raise RequestError(f"endTime {plain(body['endTime'])} is in the past (now is {now:.0f})")
     cameras = [
-        Camera(check_video(c.video, media_root, f"cameraUrls[{i}].video"), c.transport, c.realtime)
+        StreamRequest(check_video(c.video, media_root, f"cameraUrls[{i}].video"), c.transport, c.realtime)
         for i, c in enumerate(request.cameraUrls)
     ]
     return request.model_copy(update={"cameraUrls": cameras})
