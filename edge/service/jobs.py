@@ -1,7 +1,7 @@
 """Jobs: the streams of one request, run until ``endTime``, and their results.
 
 A job is the original system's unit of work: camera URLs and a Unix time at which the
-analysis ends (SPEC.md, "The HTTP API"). Each of its :class:`~edge.service.runs.StreamRequest`
+analysis ends (docs/service.md, "The HTTP API"). Each of its :class:`~edge.service.runs.StreamRequest`
 becomes a stream of its :class:`~edge.service.runs.Run`, and every frame's record goes
 to the job's :class:`~edge.service.results.ResultLog`. A job ends when its end time
 passes, when every stream has ended (a file played out), or when it is stopped. Jobs
