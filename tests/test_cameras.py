@@ -53,7 +53,7 @@ def service(bundle_dir, clip, camera_server, folder):
         max_streams=3, source=FAST_RECONNECT,
         cameras=[
             {"name": "lobby", "url": "lobby.avi", "realtime": True, "thresholds": {"conf_th": STRICT_CONF}},
-            {"name": "gate", "url": camera_server.url, "transport": "tcp"},
+            {"name": "gate", "url": camera_server.url, "transport": "tcp", "detect": {"fps": 3}},
             {"name": "spare", "url": camera_server.url, "enabled": False},
         ],
     )
@@ -140,6 +140,37 @@ def test_a_camera_whose_server_dies_comes_back(service, camera_server):
     wait_until(lambda: processed(service, "gate") >= before + 5, "frames after the outage")
     back = camera(service, "gate")
     assert back["state"] == "running" and back["stream"]["reconnects"] >= 1
+
+
+def rate(records: list[dict]) -> float:
+    """Results a second of the stream's own time over the records."""
+    times = [r["time"] for r in records]
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def test_each_stream_is_detected_at_its_own_rate(service, camera_server):
+    # The RTSP camera serves 30 frames a second. The standing camera detects 3 of them a
+    # second (its detect: fps), a job's two streams of it 2 and 1: each gets its own (six
+    # detections a second in all, which the CPU bundle keeps up with on 2 busy cores).
+    body = {"cameraUrls": [{"video": camera_server.url, "detect": {"fps": 2}},
+                           {"video": camera_server.url, "detect": {"fps": 1}}], "endTime": time.time() + 60}
+    service.json("POST", "/api/inference/rates", json=body)
+
+    def results(stream: int) -> list[dict]:
+        page = service.json("GET", "/api/inference/rates/results", params={"stream": stream, "limit": 1000})
+        return page["results"]
+
+    wait_until(lambda: len(results(1)) >= 8, "eight results at 1 a second")
+    by_stream = [results(0), results(1)]
+    service.json("DELETE", "/api/inference/rates")
+    gate = service.json("GET", "/api/cameras/gate/results", params={"limit": 1000})["results"][-20:]
+    rates = [rate(records[1:]) for records in by_stream] + [rate(gate)]  # the first waited for the connection
+    within = [abs(r - want) <= 0.1 * want for r, want in zip(rates, (2, 1, 3), strict=True)]
+    assert within == [True] * 3, rates
+    stream = camera(service, "gate")["stream"]  # the configured and achieved rates, shown per stream
+    assert stream["detect_fps"] == 3 and abs(stream["processed_fps"] - 3) <= 0.5
+    assert stream["frames_skipped"] > 0 and stream["decoder"] == "opencv"
+    assert metrics(service)[sample("edge_stream_detect_fps", job="gate", stream="gate.0")] == 3
 
 
 def test_seq_goes_on_across_a_restart(service, folder):

@@ -97,9 +97,10 @@ class StandingCameras:
         if running is not None and running.running:
             return running
         folder = self._results_dir / name
+        own = {**camera.thresholds, **camera.stream.detect.settings()}
         try:
             run = self._starter.start(
-                name, [camera.stream], [self._settings.view(camera.thresholds)],
+                name, [camera.stream], [self._settings.view(own)],
                 lambda: Run(name, ResultLog(folder, self._keep_results, next_daily_seq(folder), daily=True)),
                 sink_names=[name],
             )

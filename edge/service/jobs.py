@@ -204,7 +204,8 @@ class Jobs:
             return Job(job_id, stream_requests, end_time, ResultLog(path, self._keep_results, first_seq))
 
         try:
-            job = self._starter.start(job_id, stream_requests, [self._settings.view()] * count, new_job,
+            views = [self._settings.view(r.detect.settings()) for r in stream_requests]
+            job = self._starter.start(job_id, stream_requests, views, new_job,
                                       sink_names=[f"{job_id}.{i}" for i in range(count)], end_time=end_time)
         except Occupied:
             raise JobConflict(f"job {job_id} is running; stop it first (DELETE)") from None

@@ -21,12 +21,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _STREAM_GAUGES = {
     "input_fps": "Frames decoded per second",
-    "processed_fps": "Frames processed per second",
+    "processed_fps": "Frames processed per second: the achieved detection rate",
+    "detect_fps": "The configured detection rate (absent: every frame)",
     "active_tracks": "Tracks in the latest processed frame",
 }
 _STREAM_COUNTERS = {
     "frames_read": "Frames decoded",
     "frames_processed": "Frames processed",
+    "frames_skipped": "Frames read and not detected, to keep to the detection rate",
     "frames_dropped": "Frames never processed (replaced by a newer live frame, or undecodable)",
     "reconnects": "Reconnection attempts",
     "errors": "Frames whose processing failed",
@@ -61,7 +63,8 @@ def _per_stream(streams: list[dict[str, Any]]) -> Iterator[Metric]:
     for key, doc in _STREAM_GAUGES.items():
         family = GaugeMetricFamily(f"edge_stream_{key}", doc, labels=labels)
         for s in streams:
-            family.add_metric(values(s), s[key])
+            if s[key] is not None:
+                family.add_metric(values(s), s[key])
         yield family
     for key, doc in _STREAM_COUNTERS.items():
         family = CounterMetricFamily(f"edge_stream_{key}", doc, labels=labels)

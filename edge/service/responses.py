@@ -76,9 +76,12 @@ class Stream(_Closed):
     video: str = Field(description="the camera's URL (credentials hidden) or file")
     state: StreamState
     input_fps: float
-    processed_fps: float
+    processed_fps: float = Field(description="frames detected a second, the achieved detection rate")
+    detect_fps: float | None = Field(description="the configured detection rate; null: every frame")
+    decoder: str = Field(description="what decodes it: opencv, ffmpeg/<preset>, and a fall-back's reason")
     frames_read: int
     frames_processed: int
+    frames_skipped: int = Field(description="frames read and not detected, to keep to detect_fps")
     frames_dropped: int
     inference_ms: Latency
     active_tracks: int

@@ -13,19 +13,20 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BeforeValidator, ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from edge.runtime.decoders import PRESETS
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import Source, SourceOptions, Transport, open_source
 from edge.service.capacity import Capacity
 from edge.service.live import ModelHolder
 from edge.service.results import ResultLog
 from edge.service.streams import StreamRunner
-from edge.settings import RuntimeSettings
+from edge.settings import Detect, RuntimeSettings
 
 
 def _video(value: Any) -> Any:
@@ -46,15 +47,26 @@ class StreamRequest:
         ``tcp`` or ``udp`` for RTSP; None takes the service's default.
     realtime : bool or None
         Files only: read at the file's own frame rate; None takes the default.
+    decoder : str or None
+        Live streams: ``opencv`` or ``ffmpeg``; None takes the service's ``source.decoder``.
+    preset : str or None
+        The ffmpeg decoder's preset (``software``, ``rkmpp``...); None takes the service's
+        (by default the bundle target's).
+    detect : Detect
+        How the stream is detected (its rate).
     """
 
     video: Annotated[str, BeforeValidator(_video), Field(pattern=r"\S")]
     transport: Transport | None = None
     realtime: Annotated[bool, Strict()] | None = None
+    decoder: Literal["opencv", "ffmpeg"] | None = None
+    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    detect: Detect = Field(default_factory=Detect)
 
     def source_options(self, defaults: SourceOptions) -> SourceOptions:
         """Return the service's source options with this stream's own on top."""
-        own = {k: v for k, v in (("transport", self.transport), ("realtime", self.realtime)) if v is not None}
+        own = {k: v for k, v in dataclasses.asdict(self).items()
+               if k in ("transport", "realtime", "decoder", "preset") and v is not None}
         return dataclasses.replace(defaults, **own)
 
 

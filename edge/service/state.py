@@ -47,9 +47,10 @@ PRUNE_EVERY_S = 3600
 def source_options(config: ServiceSettings) -> SourceOptions:
     """Build the configuration's ``source`` table into source options.
 
-    With ``decoder: ffmpeg`` and no ``preset``, the preset is the one of the bundle's
-    target (:func:`~edge.runtime.decoders.target_preset`: ``rkmpp`` for a Rockchip
-    bundle...), read from its manifest; software when the bundle cannot be read.
+    Without a ``preset``, the ffmpeg decoder's preset (for the service's streams, and a
+    camera's or a job's stream that asks for ffmpeg) is the one of the bundle's target
+    (:func:`~edge.runtime.decoders.target_preset`: ``rkmpp`` for a Rockchip bundle...),
+    read from its manifest; software when the bundle cannot be read.
 
     Raises
     ------
@@ -57,7 +58,7 @@ def source_options(config: ServiceSettings) -> SourceOptions:
         For an unknown key or a bad value.
     """
     table = dict(config.source)
-    if table.get("decoder") == "ffmpeg" and "preset" not in table:
+    if "preset" not in table:
         try:
             target = load_bundle(config.bundle, verify_hashes=False).target
         except BundleError:
@@ -83,7 +84,7 @@ def standing_cameras(config: ServiceSettings, media_root: Path) -> list[Standing
             video = validation.check_video(c.url, media_root, where=f"cameras[{i}].url")
         except RequestError as e:
             raise ConfigError(str(e)) from None
-        stream = StreamRequest(video, c.transport, c.realtime)
+        stream = StreamRequest(video, c.transport, c.realtime, c.decoder, c.preset, c.detect)
         cameras.append(StandingCamera(c.name, stream, c.thresholds, c.enabled))
     return cameras
 

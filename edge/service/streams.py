@@ -125,6 +125,7 @@ class StreamRunner(Sink):
         self.source = source
         self.end_time = end_time
         self._lease = _Lease(holder)
+        self._settings = settings
         self._loop = StreamLoop(
             source, self._lease, settings, [_JobSink(log, index), *sinks, self], self._count_error
         )
@@ -180,8 +181,11 @@ class StreamRunner(Sink):
                 state=self.state,
                 input_fps=round(source["input_fps"], 2),
                 processed_fps=recent["fps"],
+                detect_fps=self._settings().detect_fps,
+                decoder=source["decoder"],
                 frames_read=source["frames_read"],
                 frames_processed=self._processed,
+                frames_skipped=self._loop.skipped,
                 frames_dropped=source["frames_dropped"],
                 inference_ms=Latency(p50=recent["p50_ms"], p95=recent["p95_ms"]),
                 active_tracks=len(latest[1].persons) if latest else 0,

@@ -11,6 +11,7 @@ Local video files must resolve (symbolic links followed) to a path under the med
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -211,7 +212,7 @@ def job_request(body: Any, *, now: float, max_streams: int, media_root: Path) ->
     if request.endTime <= now:
         raise RequestError(f"endTime {plain(body['endTime'])} is in the past (now is {now:.0f})")
     cameras = [
-        StreamRequest(check_video(c.video, media_root, f"cameraUrls[{i}].video"), c.transport, c.realtime)
+        dataclasses.replace(c, video=check_video(c.video, media_root, f"cameraUrls[{i}].video"))
         for i, c in enumerate(request.cameraUrls)
     ]
     return request.model_copy(update={"cameraUrls": cameras})

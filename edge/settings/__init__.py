@@ -30,7 +30,7 @@ from edge.settings.arguments import (
 )
 from edge.settings.environment import environment_names, load_service_settings
 from edge.settings.runtime import LIVE, LIVE_KEYS, PolicySettings, RuntimeSettings
-from edge.settings.service import CameraSettings, MqttSettings, ServiceSettings
+from edge.settings.service import CameraSettings, Detect, MqttSettings, ServiceSettings
 from edge.settings.values import (
     NAME_PATTERN,
     ConfigError,
@@ -44,7 +44,7 @@ from edge.settings.values import (
 )
 
 __all__ = [
-    "LIVE", "LIVE_KEYS", "NAME_PATTERN", "POSITIONAL", "CameraSettings", "ConfigError", "Count",
+    "LIVE", "LIVE_KEYS", "NAME_PATTERN", "POSITIONAL", "CameraSettings", "ConfigError", "Count", "Detect",
     "MqttSettings", "NonEmpty", "PolicySettings", "Rate", "RuntimeSettings", "Seconds", "ServiceSettings",
     "UnitInterval", "add_model_arguments", "add_runtime_arguments", "check_name", "environment_names",
     "load_service_settings", "model_from_arguments", "runtime_from_arguments", "validated",

@@ -16,10 +16,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge.runtime.decoders import PRESETS
 from edge.settings.runtime import LIVE_KEYS, RuntimeSettings
-from edge.settings.values import ConfigError, Count, NonEmpty, Seconds, check_name
+from edge.settings.values import ConfigError, Count, NonEmpty, Rate, Seconds, check_name
 
 
 def _live_changes(changes: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +33,24 @@ def _live_changes(changes: dict[str, Any]) -> dict[str, Any]:
     except ConfigError as e:
         raise ValueError(f": {e}") from None
     return changes
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Detect:
+    """How one stream is detected: a standing camera's ``detect:``, a job stream's ``detect``.
+
+    Attributes
+    ----------
+    fps : float or None
+        At most this many frames a second are detected (the stream's ``detect_fps``);
+        None takes the service's ``runtime.detect_fps``.
+    """
+
+    fps: Rate | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """Return this stream's runtime settings over the service's (none when unset)."""
+        return {} if self.fps is None else {"detect_fps": self.fps}
 
 
 class CameraSettings(BaseModel):
@@ -52,6 +72,10 @@ class CameraSettings(BaseModel):
     thresholds : dict
         This camera's own values of live settings (``conf_th``, ``iou_th``,
         ``min_live_seconds``...) over the service's.
+    decoder, preset : str or None
+        This camera's decoder (``opencv``, ``ffmpeg``) and ffmpeg preset over ``source``'s.
+    detect : Detect
+        How this camera is detected (``fps``) over ``runtime``'s.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -62,6 +86,9 @@ class CameraSettings(BaseModel):
     realtime: bool | None = None
     enabled: bool = True
     thresholds: Annotated[dict[str, Any], AfterValidator(_live_changes)] = Field(default_factory=dict)
+    decoder: Literal["opencv", "ffmpeg"] | None = None
+    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    detect: Detect = Field(default_factory=Detect)
 
 
 def _read_secret(data: Any, file_key: str, key: str) -> Any:
