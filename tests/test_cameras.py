@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from rtsp import RtspServer, unavailable_reason
 from service import EdgeService, metrics, sample
@@ -153,7 +155,8 @@ def test_each_stream_is_detected_at_its_own_rate(service, camera_server):
     # second (its detect: fps), a job's two streams of it 2 and 1: each gets its own (six
     # detections a second in all, which the CPU bundle keeps up with on 2 busy cores).
     body = {"cameraUrls": [{"video": camera_server.url, "detect": {"fps": 2}},
-                           {"video": camera_server.url, "detect": {"fps": 1}}], "endTime": time.time() + 60}
+                           {"video": camera_server.url, "detect": {"fps": 1, "width": 160, "height": 120}}],
+            "endTime": time.time() + 60}
     service.json("POST", "/api/inference/rates", json=body)
 
     def results(stream: int) -> list[dict]:
@@ -162,6 +165,9 @@ def test_each_stream_is_detected_at_its_own_rate(service, camera_server):
 
     wait_until(lambda: len(results(1)) >= 8, "eight results at 1 a second")
     by_stream = [results(0), results(1)]
+    small = cv2.imdecode(np.frombuffer(service.request("GET", "/api/streams/rates.1/snapshot.jpg").content,
+                                       np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape[:2] == (120, 160), "the stream was decoded at its detect size"
     service.json("DELETE", "/api/inference/rates")
     gate = service.json("GET", "/api/cameras/gate/results", params={"limit": 1000})["results"][-20:]
     rates = [rate(records[1:]) for records in by_stream] + [rate(gate)]  # the first waited for the connection

@@ -149,3 +149,14 @@ def test_events_are_json():
     assert forms[0]["class"] == "person" and forms[0]["box"] == [10.0, 20.0, 40.0, 120.0]
     assert set(forms[2]) == {"type", "track_id", "class", "time", "first_time", "last_time", "duration",
                              "frames", "box", "confidence", "attributes", "attribute_scores", "reason"}
+
+
+def test_boxes_leave_in_the_cameras_pixels_when_the_frames_were_decoded_smaller():
+    # A camera decoded at half its size: tracking and drawing see the frame's pixels, the
+    # JSON and the events the camera's.
+    events = RecordedEvents()
+    half = FrameResult(0, 0.0, [person(1, x=10.0)], CLASSES, scale=(2.0, 2.0))
+    (new,) = events.update(half, RuntimeSettings(min_live_seconds=0.0))
+    assert new.box == (20.0, 40.0, 80.0, 240.0)
+    assert half.to_dict()["detections"][0]["box"] == [20.0, 40.0, 80.0, 240.0]
+    assert half.persons[0].box == (10.0, 20.0, 40.0, 120.0)

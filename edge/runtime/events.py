@@ -23,12 +23,11 @@ Exactly one ``end`` follows each ``new``; a track that never reached ``new`` say
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from edge.runtime.pipeline import FrameResult, Person
-from edge.runtime.tracks import Track, TrackBook
+from edge.runtime.pipeline import FrameResult, Person, camera_box
+from edge.runtime.tracks import Track
 from edge.settings import RuntimeSettings
 
 Box = tuple[float, float, float, float]
@@ -91,27 +90,27 @@ class EndTrack(TrackEvent):
     reason: str
 
 
-def _class_name(classes: Sequence[str], person: Person) -> str:
+def _class_name(frame: FrameResult, person: Person) -> str:
     """Return the detector's name of the person's class (its number when the stream has no names)."""
-    return classes[person.cls] if person.cls < len(classes) else str(person.cls)
+    return frame.classes[person.cls] if person.cls < len(frame.classes) else str(person.cls)
 
 
-def _box(person: Person) -> Box:
-    x1, y1, x2, y2 = (round(v, 1) for v in person.box)
+def _box(frame: FrameResult, person: Person) -> Box:
+    x1, y1, x2, y2 = camera_box(person.box, frame.scale)
     return x1, y1, x2, y2
 
 
-def _new(track: Track, now: float, classes: Sequence[str]) -> NewTrack:
+def _new(track: Track, now: float, frame: FrameResult) -> NewTrack:
     assert track.first is not None and track.last is not None
     track.announced = dict(track.last.attributes)
     return NewTrack(
-        track.track_id, _class_name(classes, track.last), round(now, 3), round(track.first_time, 3),
-        _box(track.first), round(track.first.confidence, 4),
+        track.track_id, _class_name(frame, track.last), round(now, 3), round(track.first_time, 3),
+        _box(frame, track.first), round(track.first.confidence, 4),
         dict(track.last.attributes), dict(track.last.attribute_scores),
     )
 
 
-def _update(track: Track, now: float, classes: Sequence[str]) -> UpdateTrack | None:
+def _update(track: Track, now: float, frame: FrameResult) -> UpdateTrack | None:
     assert track.announced is not None and track.last is not None
     attributes = track.last.attributes
     changed = [name for name, label in attributes.items() if track.announced.get(name) != label]
@@ -120,19 +119,19 @@ def _update(track: Track, now: float, classes: Sequence[str]) -> UpdateTrack | N
     previous = {name: track.announced.get(name, "") for name in changed}
     track.announced = dict(attributes)
     return UpdateTrack(
-        track.track_id, _class_name(classes, track.last), round(now, 3),
+        track.track_id, _class_name(frame, track.last), round(now, 3),
         {name: attributes[name] for name in changed},
         {name: track.last.attribute_scores.get(name) for name in changed},
         previous,
     )
 
 
-def _end(track: Track, now: float, classes: Sequence[str], reason: str) -> EndTrack:
+def _end(track: Track, now: float, frame: FrameResult, reason: str) -> EndTrack:
     assert track.best is not None and track.last is not None
     return EndTrack(
-        track.track_id, _class_name(classes, track.last), round(now, 3), round(track.first_time, 3),
+        track.track_id, _class_name(frame, track.last), round(now, 3), round(track.first_time, 3),
         round(track.last_time, 3), round(track.last_time - track.first_time, 3), track.frames,
-        _box(track.best), round(track.best.confidence, 4),
+        _box(frame, track.best), round(track.best.confidence, 4),
         dict(track.last.attributes), dict(track.last.attribute_scores), reason,
     )
 
@@ -141,8 +140,7 @@ class TrackEvents:
     """Turn one stream's frames into its tracks' ``new``, ``update`` and ``end`` events."""
 
     def __init__(self) -> None:
-        self._book: TrackBook | None = None
-        self._classes: Sequence[str] = ()
+        self._last: FrameResult | None = None
         self._now = 0.0
 
     def update(self, result: FrameResult, settings: RuntimeSettings) -> list[TrackEvent]:
@@ -157,17 +155,17 @@ class TrackEvents:
             The frame's snapshot: ``min_live_seconds``.
         """
         now = self._now = result.timestamp
-        self._book, self._classes = result.tracks, result.classes
-        events: list[TrackEvent] = [
-            _end(t, now, result.classes, "unseen") for t in result.ended if t.announced is not None]
+        self._last = result
+        events: list[TrackEvent] = [_end(t, now, result, "unseen")
+                                    for t in result.ended if t.announced is not None]
         for person in result.persons:
             track = result.tracks.get(person.track_id)
             if track is None:
                 continue  # over in the frame it was seen in (max_age_seconds 0): ended above
             if track.announced is not None:
-                event = _update(track, now, result.classes)
+                event = _update(track, now, result)
             elif track.lived(now, settings.min_live_seconds):
-                event = _new(track, now, result.classes)
+                event = _new(track, now, result)
             else:
                 event = None
             if event is not None:
@@ -176,7 +174,7 @@ class TrackEvents:
 
     def close(self) -> list[EndTrack]:
         """End every announced track (the stream ended or was stopped); the next close ends none."""
-        open_tracks = [t for t in self._book or () if t.announced is not None]
-        self._book = None
-        ends = [_end(t, self._now, self._classes, "closed") for t in open_tracks]
-        return ends
+        last, self._last = self._last, None
+        if last is None:
+            return []
+        return [_end(t, self._now, last, "closed") for t in last.tracks if t.announced is not None]

@@ -41,10 +41,13 @@ class Person:
     attribute_scores: dict[str, float | None] = field(default_factory=dict)
     attributes_trained: bool = True
 
-    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
-        """Return the JSON form written to ``detections.jsonl`` and served by the API."""
+    def to_dict(self, class_names: Sequence[str], scale: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+        """Return the JSON form written to ``detections.jsonl`` and served by the API.
+
+        ``scale`` maps the frame's pixels to the camera's (see :attr:`FrameResult.scale`).
+        """
         return {
-            "box": [round(v, 1) for v in self.box],
+            "box": camera_box(self.box, scale),
             "class": class_names[self.cls],
             "class_id": self.cls,
             "track_id": self.track_id,
@@ -60,7 +63,10 @@ class FrameResult:
 
     The stream loop adds ``classes``, the detector's class names, and ``latency_s``,
     the time from the frame's pre-processing to its tracks (the service's
-    ``inference_ms``, not part of the JSON form). ``tracks`` is the stream's book, where
+    ``inference_ms``, not part of the JSON form), and ``scale``, the factors ``(x, y)``
+    from the frame's pixels to the camera's when the source decodes at another size than
+    the camera's own: boxes leave (JSON, events) in the camera's pixels, while tracking,
+    crops and drawing stay in the frame's. ``tracks`` is the stream's book, where
     each person's record is found by its track id, and ``ended`` holds the records of the
     tracks found over at this frame (unseen for ``max_age_seconds``); neither is part of
     the JSON form.
@@ -71,6 +77,7 @@ class FrameResult:
     persons: list[Person]
     classes: Sequence[str] = ()
     latency_s: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
     tracks: TrackBook = field(default_factory=TrackBook)
     ended: list[Track] = field(default_factory=list)
 
@@ -79,8 +86,14 @@ class FrameResult:
         return {
             "frame": self.index,
             "time": round(self.timestamp, 3),
-            "detections": [p.to_dict(self.classes) for p in self.persons],
+            "detections": [p.to_dict(self.classes, self.scale) for p in self.persons],
         }
+
+
+def camera_box(box: Sequence[float], scale: tuple[float, float]) -> list[float]:
+    """Return a box of the frame's pixels in the camera's, rounded to a tenth of a pixel."""
+    sx, sy = scale
+    return [round(v * f, 1) for v, f in zip(box, (sx, sy, sx, sy), strict=True)]
 
 
 def crop(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:

@@ -175,6 +175,13 @@ class StreamLoop:
             for sink in self.sinks:
                 sink.close(ok)
 
+    def _scale(self, image: np.ndarray) -> tuple[float, float]:
+        """Return the factors from this frame's pixels to the camera's (a source decoding smaller)."""
+        width, height = self.source.native_size
+        if width <= 0 or height <= 0:
+            return 1.0, 1.0
+        return width / image.shape[1], height / image.shape[0]
+
     def _submit(self, frame: Frame, models: StreamModels, in_flight: deque[_InFlight]) -> None:
         started = time.monotonic()
         tensor, letterbox = models.detector.preprocess(frame.image)
@@ -195,6 +202,7 @@ class StreamLoop:
             )
             result = self.pipeline.process(item.frame, detections, settings)
             result.classes, result.latency_s = item.models.detector.classes, time.monotonic() - item.started
+            result.scale = self._scale(item.frame.image)
             taken = all(sink.write(result, item.frame.image) for sink in self.sinks)
         except Exception as e:
             if self._on_error is None:

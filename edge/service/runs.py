@@ -53,7 +53,7 @@ class StreamRequest:
         The ffmpeg decoder's preset (``software``, ``rkmpp``...); None takes the service's
         (by default the bundle target's).
     detect : Detect
-        How the stream is detected (its rate).
+        How the stream is detected: its rate, and the size it is decoded at.
     """
 
     video: Annotated[str, BeforeValidator(_video), Field(pattern=r"\S")]
@@ -67,7 +67,7 @@ class StreamRequest:
         """Return the service's source options with this stream's own on top."""
         own = {k: v for k, v in dataclasses.asdict(self).items()
                if k in ("transport", "realtime", "decoder", "preset") and v is not None}
-        return dataclasses.replace(defaults, **own)
+        return dataclasses.replace(defaults, **own, **self.detect.source())
 
 
 Settings = Callable[[], RuntimeSettings]

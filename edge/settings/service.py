@@ -44,13 +44,27 @@ class Detect:
     fps : float or None
         At most this many frames a second are detected (the stream's ``detect_fps``);
         None takes the service's ``runtime.detect_fps``.
+    width, height : int or None
+        Live streams: decode at this size (both or neither), so frames of the camera's
+        full size never reach the detector's process; boxes are still reported in the
+        camera's pixels. None decodes at the camera's size.
     """
 
     fps: Rate | None = None
+    width: Count | None = None
+    height: Count | None = None
+
+    def __post_init__(self) -> None:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give detect's width and height together")
 
     def settings(self) -> dict[str, Any]:
         """Return this stream's runtime settings over the service's (none when unset)."""
         return {} if self.fps is None else {"detect_fps": self.fps}
+
+    def source(self) -> dict[str, Any]:
+        """Return this stream's source options over the service's (its decoding size)."""
+        return {} if self.width is None else {"output_size": (self.width, self.height)}
 
 
 class CameraSettings(BaseModel):
