@@ -95,6 +95,10 @@ def _complaint(e: Any, textual: bool) -> str:
         return f"must be at most {plain(e['ctx']['le'])}, got {_shown(value)}"
     if kind == "greater_than_equal":
         return f"must be at least {plain(e['ctx']['ge'])}, got {_shown(value)}"
+    if kind == "less_than":
+        return f"must be below {plain(e['ctx']['lt'])}, got {_shown(value)}"
+    if kind == "greater_than":
+        return f"must be above {plain(e['ctx']['gt'])}, got {_shown(value)}"
     if kind == "literal_error":
         return f"must be one of {e['ctx']['expected'].replace(chr(39), '').replace(' or ', ', ')}"
     return f"is not valid: {e['msg']}"

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import read_frames
+from pydantic import ValidationError
 
 from edge.bundle import load_bundle
 from edge.cli import main
@@ -119,7 +120,7 @@ def test_bad_sources_and_recipes_fail_before_anything_is_written(tmp_path: Path,
         build_calibration_set(["rtsp://127.0.0.1:1/x"], tmp_path / "set", bundle)
     with pytest.raises(CalibrationError, match="no source given"):
         build_calibration_set([], tmp_path / "set", bundle)
-    with pytest.raises(CalibrationError, match="frames must be at least 1"):
+    with pytest.raises(ValidationError, match="must be at least 1, got 0"):
         Recipe(frames=0)
     assert main(["calibrate", str(tmp_path / "absent.avi"), "--out", str(tmp_path / "set"),
                  "--bundle", str(bundle_dir)]) == 2

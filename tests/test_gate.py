@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edge.convert.gate import (
     Thresholds,
@@ -120,5 +121,5 @@ def test_attributes_a_trained_model_never_learnt_are_shown_but_not_held() -> Non
 
 
 def test_thresholds_must_be_shares() -> None:
-    with pytest.raises(ValueError, match="min_mean_iou must be within"):
+    with pytest.raises(ValidationError, match=r"min_mean_iou\n.* must be within \[0, 1\], got 1.5"):
         Thresholds(min_mean_iou=1.5)

@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -495,7 +495,7 @@ class _Conversion:
             "head": opts.head,
             "precision": self.toolchain.precision,
             "calibration": self.calibration.describe(),
-            "thresholds": {**asdict(opts.thresholds), "conf_th": opts.conf_th},
+            "thresholds": {**opts.thresholds.model_dump(), "conf_th": opts.conf_th},
             "tools": self.tools,
             "timings_s": self.timings,
             "models": {

@@ -32,13 +32,14 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from edge.bundle import Bundle, sha256_file, staging, write_json_atomic
@@ -47,6 +48,7 @@ from edge.runtime.detector import Detector, letterbox
 from edge.runtime.models import load_detector, model_options
 from edge.runtime.pipeline import crop
 from edge.runtime.sources import open_source
+from edge.settings import Count
 
 SET_FILE = "set.json"
 MODELS = ("detector", "attributes")
@@ -59,9 +61,8 @@ class CalibrationError(ValueError):
     """A calibration set is missing, empty, changed since it was built, or cannot be made."""
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How many images of each kind a set gets, and how they are picked.
+class Sampling(BaseModel):
+    """How many images of each kind a set gets, and how frames are picked: ``edge calibrate``'s options.
 
     Attributes
     ----------
@@ -77,29 +78,33 @@ class Recipe:
         clip differ by about 1, frames a second apart by about 4.5.
     crops, held_out_crops : int
         Person crops for the attribute model in each split (at most).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    frames: Count = Field(40, description="calibration frames")
+    held_out: Count = Field(20, description="held-out frames for the gate")
+    split: float = Field(
+        0.75, gt=0.0, lt=1.0, description="share of each source (its first part) for calibration")
+    min_difference: float = Field(
+        2.0, ge=0.0, description="near-duplicate bound: mean absolute thumbnail difference (0-255)")
+    crops: Count = Field(64, description="calibration person crops")
+    held_out_crops: Count = Field(24, description="held-out person crops")
+
+
+class Recipe(Sampling):
+    """How a set is made: its :class:`Sampling`, and how persons are cropped.
+
+    Attributes
+    ----------
     crops_per_frame : int
         Crops taken from one frame at most, at its most confident detections.
     min_crop_height : int
         Smaller persons (in frame pixels) are not cropped.
     """
 
-    frames: int = 40
-    held_out: int = 20
-    split: float = 0.75
-    min_difference: float = 2.0
-    crops: int = 64
-    held_out_crops: int = 24
-    crops_per_frame: int = 4
+    crops_per_frame: Count = 4
     min_crop_height: int = 32
-
-    def __post_init__(self) -> None:
-        for name in ("frames", "held_out", "crops", "held_out_crops", "crops_per_frame"):
-            if getattr(self, name) < 1:
-                raise CalibrationError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 < self.split < 1.0:
-            raise CalibrationError(f"split must be within (0, 1), got {self.split}")
-        if self.min_difference < 0:
-            raise CalibrationError(f"min_difference must not be negative, got {self.min_difference}")
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,7 @@ def build_calibration_set(
             "name": out.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "sources": [{"uri": s.uri, "frames": len(s.indices)} for s in scanned],
-            "recipe": asdict(recipe),
+            "recipe": recipe.model_dump(),
             "fp32_bundle": str(bundle.path),
             "input_size": list(bundle.model("detector").input.size),
             "crop_size": _crop_size(bundle),

@@ -28,9 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.settings.values import UnitInterval
 
 # The runtime (and OpenCV with it) is imported where used: the command line reads
-# Thresholds' defaults before it sets OpenCV's log level.
+# the Gate's options before it sets OpenCV's log level.
 if TYPE_CHECKING:
     from edge.runtime.detector import Detections
 
@@ -38,9 +41,8 @@ SCORE_MARGIN = 0.05
 """INT8 boxes are searched this far below the confidence threshold (as the golden check does)."""
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The bar a conversion must clear, and how detections are matched.
+class Gate(BaseModel):
+    """The bar a conversion must clear: ``edge convert``'s gate options.
 
     Attributes
     ----------
@@ -58,24 +60,33 @@ class Thresholds:
         tenth of a point on test sets of thousands; a site's test split holds tens to
         hundreds of crops, where one answer changes a label's recall by a point or
         more, and a quantization that breaks a head costs tens of points.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_matched: UnitInterval = Field(0.98, description="gate: least share of FP32 boxes matched")
+    min_mean_iou: UnitInterval = Field(0.95, description="gate: least mean IoU of matched boxes")
+    min_attr_top1: UnitInterval = Field(
+        0.9, description="gate: least attribute top-1 agreement (mean over attributes)")
+    min_attr_cosine: UnitInterval = Field(
+        0.99, description="gate: least mean logit cosine of every attribute")
+    max_attr_ma_drop: UnitInterval = Field(
+        0.02, description="gate: most mean mA the INT8 attribute model may lose on --attr-dataset")
+
+
+class Thresholds(Gate):
+    """The bar a conversion must clear (:class:`Gate`), and how detections are matched.
+
+    Attributes
+    ----------
     match_iou : float
         Least IoU for a pair to count as matched.
     score_margin : float
         INT8 detections are taken down to ``conf_th - score_margin``.
     """
 
-    min_matched: float = 0.98
-    min_mean_iou: float = 0.95
-    min_attr_top1: float = 0.9
-    min_attr_cosine: float = 0.99
-    max_attr_ma_drop: float = 0.02
-    match_iou: float = 0.5
-    score_margin: float = SCORE_MARGIN
-
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"gate threshold {name} must be within [0, 1], got {value}")
+    match_iou: UnitInterval = 0.5
+    score_margin: UnitInterval = SCORE_MARGIN
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ below are the package's; import them from ``edge.settings``.
 
 - :class:`PolicySettings`: when a track is sent for attributes (the send policy's rules).
 - :class:`RuntimeSettings`: what a stream runs with (thresholds, tracker, threads,
-  attributes, the policy). ``edge run``'s options are generated from it
-  (:func:`add_runtime_arguments`), and the fields marked live (:data:`LIVE_KEYS`) are
-  those ``PATCH /api/config`` may change while streams run. Instances are frozen:
-  a change makes a new snapshot, and each frame reads one.
+  attributes, the policy). ``edge run``'s options are generated from it, as every
+  command's from its :class:`Options` (:func:`add_command`), and the fields marked
+  live (:data:`LIVE_KEYS`) are those ``PATCH /api/config`` may change while streams
+  run. Instances are frozen: a change makes a new snapshot, and each frame reads one.
 - :class:`ServiceSettings`: what ``edge serve`` runs with, read by
   :func:`load_service_settings` from a YAML file and then the ``EDGE_*`` environment
   (pydantic-settings: prefix ``EDGE_``, ``__`` between a table and its key).
@@ -23,10 +23,13 @@ would write them, not as pydantic lists them (:func:`edge.errors.describe`).
 
 from edge.settings.arguments import (
     POSITIONAL,
+    Options,
+    add_command,
     add_model_arguments,
-    add_runtime_arguments,
     model_from_arguments,
-    runtime_from_arguments,
+    option,
+    quiet_field,
+    run_command,
 )
 from edge.settings.environment import environment_names, load_service_settings
 from edge.settings.runtime import LIVE, LIVE_KEYS, PolicySettings, RuntimeSettings
@@ -45,8 +48,9 @@ from edge.settings.values import (
 
 __all__ = [
     "LIVE", "LIVE_KEYS", "NAME_PATTERN", "POSITIONAL", "CameraSettings", "ConfigError", "Count", "Detect",
-    "MqttSettings", "NonEmpty", "PolicySettings", "Rate", "RuntimeSettings", "Seconds", "ServiceSettings",
-    "UnitInterval", "add_model_arguments", "add_runtime_arguments", "check_name", "environment_names",
-    "load_service_settings", "model_from_arguments", "runtime_from_arguments", "validated",
+    "MqttSettings", "NonEmpty", "Options", "PolicySettings", "Rate", "RuntimeSettings", "Seconds",
+    "ServiceSettings", "UnitInterval", "add_command", "add_model_arguments", "check_name",
+    "environment_names", "load_service_settings", "model_from_arguments", "option", "quiet_field",
+    "run_command", "validated",
     "arguments", "environment", "runtime", "service", "values",  # the modules, for the API reference
 ]

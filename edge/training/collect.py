@@ -23,7 +23,7 @@ hence the default bound of 6 bits.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -249,6 +249,6 @@ def collect(
                 break
         origin = {"tool": "edge collect", "bundle": str(bundle.path), "sources": names,
                   "test_sources": sorted(test), "val_share": val_share, "every": every,
-                  "max_frames": max_frames, "recipe": asdict(recipe)}
+                  "max_frames": max_frames, "recipe": recipe.model_dump()}
         dataset = write_dataset(out, run.rows, run.images, origin)
     return Collected(dataset, summaries)

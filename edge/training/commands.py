@@ -1,20 +1,157 @@
 """The ``edge collect``, ``edge dataset ...``, ``edge train`` and ``edge evaluate`` subcommands.
 
-Each parses its options, calls one function, and reports.
+Each command's options are a model here (``edge collect``'s composed of the selection's
+:class:`~edge.training.selection.Recipe`); each handler calls one function with them,
+and reports.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from edge.convert.attribute_metrics import SCORES
+from edge.settings import POSITIONAL, Options, UnitInterval, add_command, option, quiet_field
+from edge.settings.values import Count
+from edge.training.recipe import OPTIMIZERS, defaults
+from edge.training.selection import Recipe
+from edge.training.splits import VAL_SHARE
+from edge.training.stats import MIN_SHARE
 
 if TYPE_CHECKING:
     from edge.training.dataset import Dataset
 
 ANNOTATION_TOOLS = ("labelstudio", "cvat")
 PUBLIC_DATASETS = ("pa100k", "rapv2", "peta", "market1501")
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = {**POSITIONAL, **option(metavar="DATASET")}
+"""Marks the dataset folders ``edge train`` and ``edge evaluate`` take as arguments."""
+TRAINING = defaults()
+"""The training recipe's defaults, which ``edge train``'s help shows."""
+
+
+def _dataset_dir() -> Any:
+    """Return the field of the dataset folder ``edge dataset``'s verbs take as an argument."""
+    return Field(description="dataset folder", json_schema_extra=POSITIONAL)
+
+
+class CollectCommand(Options):
+    """The options of ``edge collect``: the sources, the dataset, the bundle, the selection's recipe."""
+
+    sources: list[str] = Field(description="video files, image folders or rtsp:// URLs",
+                               json_schema_extra=POSITIONAL)
+    out: Path = Field(description="dataset folder to write")
+    bundle: Path = Field(Path("models/default/cpu"), description="bundle (FP32)")
+    test_sources: list[str] | None = Field(None, description="sources held out for test (as given, or their "
+                                           "file name or stem)", json_schema_extra=option(metavar="SOURCE"))
+    val_share: UnitInterval = Field(VAL_SHARE, description="share of tracks that go to val")
+    recipe: Recipe = Field(default_factory=Recipe)
+    every: Count = Field(1, description="detect on every N-th frame only (faster)")
+    max_frames: int | None = Field(None, description="frames read per source at most")
+    threads: int = Field(2, description="detector threads")
+    quiet: bool = quiet_field()
+
+
+class DatasetCheckCommand(Options):
+    """The options of ``edge dataset check``."""
+
+    dir: Path = _dataset_dir()
+    quiet: bool = quiet_field("no progress bar")
+
+
+class DatasetExportCommand(Options):
+    """The options of ``edge dataset export``."""
+
+    dir: Path = _dataset_dir()
+    to: Literal[ANNOTATION_TOOLS] = Field(description="annotation tool")  # type: ignore[valid-type]
+    out: Path | None = Field(None, description="folder for the files (default DIR/<tool>)")
+    image_url: str = Field("/data/local-files/?d=images/",
+                           description="Label Studio: prefix of the tasks' image URLs")
+
+
+class DatasetImportCommand(Options):
+    """The options of ``edge dataset import``."""
+
+    input: Path = Field(description="export file, annotation file or PETA folder",
+                        json_schema_extra=POSITIONAL)
+    dir: Path = _dataset_dir()
+    source: Literal[(*ANNOTATION_TOOLS, *PUBLIC_DATASETS)] = Field(  # type: ignore[valid-type]
+        description="annotation tool or public dataset", json_schema_extra=option("--from"))
+    images: Path | None = Field(None, description="public datasets: where the images are")
+    quiet: bool = quiet_field()
+
+
+class DatasetStatsCommand(Options):
+    """The options of ``edge dataset stats``."""
+
+    dir: Path = _dataset_dir()
+    plot: Path | None = Field(None, description="chart PNG (default DIR/stats.png)")
+    min_share: UnitInterval = Field(
+        MIN_SHARE, description="warn about labels under this share of their attribute's known labels")
+
+
+class DatasetMergeCommand(Options):
+    """The options of ``edge dataset merge``."""
+
+    inputs: list[Path] = Field(description="dataset folders", json_schema_extra=POSITIONAL)
+    out: Path = Field(description="dataset folder to write")
+    quiet: bool = quiet_field("no progress bar")
+
+
+class TrainCommand(Options):
+    """The options of ``edge train``; a recipe's option left out is its default, or the checkpoint's."""
+
+    datasets: list[Path] = Field(description="dataset folders", json_schema_extra=DATASETS)
+    out: Path = Field(description="output folder, e.g. runs/train/NAME")
+    arch: str | None = Field(
+        None, description=f"torchvision ResNet: resnet18, 34, 50 or 101 ({TRAINING['arch']})")
+    ensemble: bool = Field(
+        False,
+        description="one backbone per attribute, as the original system (default: one shared backbone)")
+    input_size: int | None = Field(None, description=f"crop side in pixels ({TRAINING['input_size']})")
+    backbone: Path | None = Field(
+        None, description="start from a torchvision ResNet's weights without its classifier (.pt state_dict)")
+    optimizer: Literal[OPTIMIZERS] | None = Field(  # type: ignore[valid-type]
+        None, description=f"optimizer ({TRAINING['optimizer']})")
+    lr: float | None = Field(None, description=f"learning rate ({TRAINING['lr']})")
+    weight_decay: float | None = Field(None, description=f"L2 weight decay ({TRAINING['weight_decay']})")
+    momentum: float | None = Field(None, description=f"SGD momentum ({TRAINING['momentum']})")
+    batch: int | None = Field(None, description=f"crops per step ({TRAINING['batch']})")
+    epochs: int = Field(100, description="the last epoch")
+    patience: int | None = Field(
+        None, description=f"stop after this many epochs without a better score ({TRAINING['patience']})")
+    score: Literal[SCORES] | None = Field(  # type: ignore[valid-type]
+        None, description=f"validation score early stopping watches ({TRAINING['score']}: label-based mean "
+        "accuracy)")
+    class_weights: bool = Field(
+        False, description="weigh labels against their imbalance in the training crops")
+    seed: int | None = Field(None, description=f"seed ({TRAINING['seed']})")
+    resume: Path | None = Field(None, description="go on from this checkpoint (epoch_NNN.pt)")
+    device: Literal[DEVICES] = Field("auto", description="auto: CUDA if there is one")  # type: ignore[valid-type]
+    workers: int = Field(0, description="data loader processes (0: in this one)")
+    quiet: bool = quiet_field()
+
+    def recipe_given(self) -> dict[str, Any]:
+        """Return the recipe's fields these options give (``--ensemble``: ``shared`` false)."""
+        given = {**self.model_dump(include=set(TRAINING)), "shared": False if self.ensemble else None,
+                 "class_weights": self.class_weights or None,
+                 "backbone": self.backbone and str(self.backbone)}
+        return {name: value for name, value in given.items() if value is not None}
+
+
+class EvaluateCommand(Options):
+    """The options of ``edge evaluate``."""
+
+    checkpoint: Path = Field(description="a checkpoint of edge train (best.pt, epoch_NNN.pt)",
+                             json_schema_extra=POSITIONAL)
+    datasets: list[Path] = Field(description="dataset folders", json_schema_extra=DATASETS)
+    split: Literal["train", "val", "test"] = Field("test", description="the split evaluated")
+    out: Path | None = Field(
+        None, description="report folder (default: beside the checkpoint, evaluate-<checkpoint>-<split>)")
+    device: Literal[DEVICES] = Field("auto", description="auto: CUDA if there is one")  # type: ignore[valid-type]
 
 
 def _summary(dataset: Dataset) -> str:
@@ -22,254 +159,147 @@ def _summary(dataset: Dataset) -> str:
     return f"{dataset.path}: {len(dataset.rows)} crops ({counts})"
 
 
-def _collect(args: argparse.Namespace) -> int:
+def _collect(command: CollectCommand) -> int:
     from edge.bundle import load_bundle
     from edge.training.collect import collect
-    from edge.training.selection import Recipe
 
-    recipe = Recipe(
-        conf_th=args.conf_th, min_score=args.min_score, min_height=args.min_height,
-        crops_per_track=args.crops_per_track, min_gap_seconds=args.min_gap, edge_margin=args.edge_margin,
-        max_hash_distance=args.max_hash_distance, tracker=args.tracker,
-    )
     done = collect(
-        args.sources, args.out, load_bundle(args.bundle), recipe, test_sources=args.test_sources,
-        val_share=args.val_share, every=args.every, max_frames=args.max_frames, threads=args.threads,
-        progress=not args.quiet,
+        command.sources, command.out, load_bundle(command.bundle), command.recipe,
+        test_sources=command.test_sources, val_share=command.val_share, every=command.every,
+        max_frames=command.max_frames, threads=command.threads, progress=not command.quiet,
     )
     print("\n".join(done.lines()))
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
+def _check(command: DatasetCheckCommand) -> int:
     from edge.training.dataset import load_dataset
 
-    print(f"{_summary(load_dataset(args.dir, progress=not args.quiet))}: ok")
+    print(f"{_summary(load_dataset(command.dir, progress=not command.quiet))}: ok")
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(command: DatasetExportCommand) -> int:
     from edge.training import cvat, labelstudio
     from edge.training.dataset import load_dataset
 
-    dataset = load_dataset(args.dir)
-    out = args.out or args.dir / args.to
-    if args.to == "labelstudio":
-        files = labelstudio.export_tasks(dataset, out, args.image_url)
+    dataset = load_dataset(command.dir)
+    out = command.out or command.dir / command.to
+    if command.to == "labelstudio":
+        files = labelstudio.export_tasks(dataset, out, command.image_url)
     else:
         files = cvat.export_label_set(out)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
+def _import(command: DatasetImportCommand) -> int:
     from edge.training import cvat, labelstudio
     from edge.training.annotation import apply_answers
     from edge.training.dataset import load_dataset, replace_rows
     from edge.training.public import import_public
 
-    if args.source not in ANNOTATION_TOOLS:
-        imported = import_public(args.source, args.input, args.dir, args.images, progress=not args.quiet)
+    if command.source not in ANNOTATION_TOOLS:
+        imported = import_public(command.source, command.input, command.dir, command.images,
+                                 progress=not command.quiet)
         print(f"wrote dataset {_summary(imported)}")
         return 0
-    dataset = load_dataset(args.dir)
-    if args.source == "labelstudio":
-        answers = labelstudio.read_export(args.input)
+    dataset = load_dataset(command.dir)
+    if command.source == "labelstudio":
+        answers = labelstudio.read_export(command.input)
     else:
-        answers = cvat.read_export(args.input, dataset)
-    replace_rows(dataset, apply_answers(dataset, answers, str(args.input)))
-    print(f"{args.dir}: labels of {len(answers)} crops set from {args.input}")
+        answers = cvat.read_export(command.input, dataset)
+    replace_rows(dataset, apply_answers(dataset, answers, str(command.input)))
+    print(f"{command.dir}: labels of {len(answers)} crops set from {command.input}")
     return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _stats(command: DatasetStatsCommand) -> int:
     from edge.training.dataset import load_dataset
     from edge.training.stats import describe, plot, table, warnings
 
-    stats = describe(load_dataset(args.dir))
-    print("\n".join([*table(stats), *warnings(stats, args.min_share)]))
-    print(f"wrote {plot(stats, args.plot or args.dir / 'stats.png')}")
+    stats = describe(load_dataset(command.dir))
+    print("\n".join([*table(stats), *warnings(stats, command.min_share)]))
+    print(f"wrote {plot(stats, command.plot or command.dir / 'stats.png')}")
     return 0
 
 
-def _merge(args: argparse.Namespace) -> int:
+def _merge(command: DatasetMergeCommand) -> int:
     from edge.training.dataset import load_dataset
     from edge.training.merge import merge_datasets
 
-    merged = merge_datasets([load_dataset(d) for d in args.inputs], args.out, progress=not args.quiet)
+    datasets = [load_dataset(d) for d in command.inputs]
+    merged = merge_datasets(datasets, command.out, progress=not command.quiet)
     print(f"wrote dataset {_summary(merged)}")
     return 0
 
 
-RECIPE_OPTIONS = ("arch", "shared", "input_size", "backbone", "optimizer", "lr", "weight_decay", "momentum",
-                  "batch", "patience", "score", "class_weights", "seed")
-"""The options of ``edge train`` that make its Recipe (a resumed training takes the checkpoint's)."""
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def _train(args: argparse.Namespace) -> int:
+def _train(command: TrainCommand) -> int:
     from edge.convert.attribute_net import read_checkpoint
-    from edge.training.recipe import Recipe
+    from edge.training.recipe import Recipe as TrainingRecipe
     from edge.training.train import Run, resumed_recipe, train
 
-    given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
-    if args.resume is not None:
-        recipe = resumed_recipe(read_checkpoint(args.resume), args.resume, given)
+    given = command.recipe_given()
+    if command.resume is not None:
+        recipe = resumed_recipe(read_checkpoint(command.resume), command.resume, given)
     else:
-        recipe = Recipe(**{**given, "backbone": str(args.backbone) if args.backbone else None})
-    done = train(Run(args.datasets, args.out, recipe, epochs=args.epochs, resume=args.resume,
-                     device=args.device, workers=args.workers, progress=not args.quiet))
+        recipe = TrainingRecipe(**given)
+    done = train(Run(command.datasets, command.out, recipe, epochs=command.epochs, resume=command.resume,
+                     device=command.device, workers=command.workers, progress=not command.quiet))
     print("\n".join(done.lines()))
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(command: EvaluateCommand) -> int:
     from edge.convert.attribute_metrics import table
     from edge.training.evaluate import evaluate_checkpoint
 
-    out = args.out or args.checkpoint.parent / f"evaluate-{args.checkpoint.stem}-{args.split}"
-    result = evaluate_checkpoint(args.checkpoint, args.datasets, args.split, out, args.device)
+    out = command.out or command.checkpoint.parent / f"evaluate-{command.checkpoint.stem}-{command.split}"
+    result = evaluate_checkpoint(command.checkpoint, command.datasets, command.split, out, command.device)
     print("\n".join([*table(result.scores), f"loss {result.loss:.4f}",
                      f"wrote {out / 'report.md'}, {out / 'confusion.png'}, {out / 'metrics.json'}"]))
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from edge.convert.attribute_metrics import SCORES
-    from edge.training.recipe import OPTIMIZERS, defaults
-
-    d = SimpleNamespace(**defaults())
-    p = sub.add_parser(
-        "train", help="train the attribute classifier on datasets (host)",
-        description="Train the attribute network on the train crops of the datasets, validating on their "
-        "val crops every epoch (loss, accuracy and mA per attribute); stop early when the watched score "
-        "stops improving. Writes epoch_NNN.pt every fifth epoch and at the end, best.pt, metrics.json and "
-        "plots.pdf into --out. With --resume the network and its settings are the checkpoint's.",
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    dataset = sub.add_parser("dataset", help="check, annotate, import, describe and merge attribute datasets")
+    verbs = dataset.add_subparsers(dest="verb", required=True)
+    add_command(verbs, "check", DatasetCheckCommand, _check,
+                help="check a dataset: its files, every row, every image")
+    add_command(verbs, "export", DatasetExportCommand, _export,
+                help="write what an annotation tool needs to label the crops")
+    add_command(
+        verbs, "import", DatasetImportCommand, _import,
+        help="read an annotation tool's export into a dataset, or import a public dataset",
+        description="labelstudio, cvat: set the labels of the dataset DIR from the tool's export INPUT. "
+        "pa100k, rapv2, market1501: INPUT is the annotation .mat; peta: the folder of its subsets; "
+        "the dataset DIR is written.",
     )
-    p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="dataset folders")
-    p.add_argument("--out", type=Path, required=True, help="output folder, e.g. runs/train/NAME")
-    p.add_argument("--arch", default=None, help=f"torchvision ResNet: resnet18, 34, 50 or 101 ({d.arch})")
-    p.add_argument("--ensemble", dest="shared", action="store_const", const=False, default=None,
-                   help="one backbone per attribute, as the original system (default: one shared backbone)")
-    p.add_argument("--input-size", type=int, default=None, help=f"crop side in pixels ({d.input_size})")
-    p.add_argument("--backbone", type=Path, default=None,
-                   help="start from a torchvision ResNet's weights without its classifier (.pt state_dict)")
-    p.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"({d.optimizer})")
-    p.add_argument("--lr", type=float, default=None, help=f"learning rate ({d.lr})")
-    p.add_argument("--weight-decay", type=float, default=None, help=f"L2 weight decay ({d.weight_decay})")
-    p.add_argument("--momentum", type=float, default=None, help=f"SGD momentum ({d.momentum})")
-    p.add_argument("--batch", type=int, default=None, help=f"crops per step ({d.batch})")
-    p.add_argument("--epochs", type=int, default=100, help="the last epoch (100)")
-    p.add_argument("--patience", type=int, default=None,
-                   help=f"stop after this many epochs without a better score ({d.patience})")
-    p.add_argument("--score", default=None, choices=SCORES,
-                   help=f"validation score early stopping watches ({d.score}: label-based mean accuracy)")
-    p.add_argument("--class-weights", action="store_const", const=True, default=None,
-                   help="weigh labels against their imbalance in the training crops")
-    p.add_argument("--seed", type=int, default=None, help=f"({d.seed})")
-    p.add_argument("--resume", type=Path, default=None, help="go on from this checkpoint (epoch_NNN.pt)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if there is one")
-    p.add_argument("--workers", type=int, default=0, help="data loader processes (0: in this one)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_train)
-
-    e = sub.add_parser(
-        "evaluate", help="evaluate an attribute checkpoint on a dataset split (host)",
-        description="Accuracy and mA per attribute, confusion matrices (confusion.png) and report.md.",
-    )
-    e.add_argument("checkpoint", type=Path, help="a checkpoint of edge train (best.pt, epoch_NNN.pt)")
-    e.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="dataset folders")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="(test)")
-    e.add_argument("--out", type=Path, default=None,
-                   help="report folder (default: beside the checkpoint, evaluate-<checkpoint>-<split>)")
-    e.add_argument("--device", default="auto", choices=DEVICES, help="auto: CUDA if there is one")
-    e.set_defaults(func=_evaluate)
+    add_command(verbs, "stats", DatasetStatsCommand, _stats,
+                help="label counts per attribute and split, a bar chart, rare labels")
+    add_command(verbs, "merge", DatasetMergeCommand, _merge, help="join datasets into a new one, splits kept")
 
 
-def _add_collect(sub: argparse._SubParsersAction) -> None:
-    from edge.training.selection import Recipe
-    from edge.training.splits import VAL_SHARE
-
-    d = Recipe()
-    p = sub.add_parser(
-        "collect", help="collect person crops from videos and streams into an attribute dataset (host)",
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``edge collect``, ``edge dataset ...``, ``edge train`` and ``edge evaluate`` (host only)."""
+    add_command(
+        sub, "collect", CollectCommand, _collect,
+        help="collect person crops from videos and streams into an attribute dataset (host)",
         description="Run the bundle's detector and tracker over each source, keep each track's best "
         "crops spaced in time, drop near-duplicates across the dataset, and write the crops with every "
         "attribute unknown. Whole sources go to test (--test-sources, or the documented rule); whole "
         "tracks of the others to val.",
     )
-    p.add_argument("sources", nargs="+", help="video files, image folders or rtsp:// URLs")
-    p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    p.add_argument("--bundle", type=Path, default=Path("models/default/cpu"), help="bundle (FP32)")
-    p.add_argument("--test-sources", nargs="+", default=None, metavar="SOURCE",
-                   help="sources held out for test (as given, or their file name or stem)")
-    p.add_argument("--val-share", type=float, default=VAL_SHARE, help="share of tracks that go to val")
-    p.add_argument("--tracker", default=d.tracker, help=f"tracker (default {d.tracker})")
-    p.add_argument("--conf-th", type=float, default=d.conf_th, help="detector threshold (tracking)")
-    p.add_argument("--min-score", type=float, default=d.min_score, help="least confidence of a kept crop")
-    p.add_argument("--min-height", type=int, default=d.min_height, help="least crop height in pixels")
-    p.add_argument("--crops-per-track", type=int, default=d.crops_per_track, help="crops kept per track")
-    p.add_argument("--min-gap", type=float, default=d.min_gap_seconds,
-                   help="seconds between two crops of a track")
-    p.add_argument("--edge-margin", type=int, default=d.edge_margin,
-                   help="boxes closer than this to the frame's border (pixels) are cut by it")
-    p.add_argument("--max-hash-distance", type=int, default=d.max_hash_distance,
-                   help="near-duplicates: perceptual hashes at most this many bits apart (of 64)")
-    p.add_argument("--every", type=int, default=1, help="detect on every N-th frame only (faster)")
-    p.add_argument("--max-frames", type=int, default=None, help="frames read per source at most")
-    p.add_argument("--threads", type=int, default=2, help="detector threads")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_collect)
-
-
-def _add_dataset(sub: argparse._SubParsersAction) -> None:
-    from edge.training.stats import MIN_SHARE
-
-    dataset = sub.add_parser("dataset", help="check, annotate, import, describe and merge attribute datasets")
-    verbs = dataset.add_subparsers(dest="verb", required=True)
-
-    check = verbs.add_parser("check", help="check a dataset: its files, every row, every image")
-    check.add_argument("dir", type=Path, help="dataset folder")
-    check.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    check.set_defaults(func=_check)
-
-    export = verbs.add_parser("export", help="write what an annotation tool needs to label the crops")
-    export.add_argument("dir", type=Path, help="dataset folder")
-    export.add_argument("--to", required=True, choices=ANNOTATION_TOOLS, help="annotation tool")
-    export.add_argument("--out", type=Path, default=None, help="folder for the files (default DIR/<tool>)")
-    export.add_argument("--image-url", default="/data/local-files/?d=images/",
-                        help="Label Studio: prefix of the tasks' image URLs")
-    export.set_defaults(func=_export)
-
-    imp = verbs.add_parser(
-        "import", help="read an annotation tool's export into a dataset, or import a public dataset",
-        description="labelstudio, cvat: set the labels of the dataset DIR from the tool's export INPUT. "
-        "pa100k, rapv2, market1501: INPUT is the annotation .mat; peta: the folder of its subsets; "
-        "the dataset DIR is written.",
-    )
-    imp.add_argument("input", type=Path, help="export file, annotation file or PETA folder")
-    imp.add_argument("dir", type=Path, help="dataset folder")
-    imp.add_argument("--from", dest="source", required=True, choices=(*ANNOTATION_TOOLS, *PUBLIC_DATASETS))
-    imp.add_argument("--images", type=Path, default=None, help="public datasets: where the images are")
-    imp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    imp.set_defaults(func=_import)
-
-    stats = verbs.add_parser("stats", help="label counts per attribute and split, a bar chart, rare labels")
-    stats.add_argument("dir", type=Path, help="dataset folder")
-    stats.add_argument("--plot", type=Path, default=None, help="chart PNG (default DIR/stats.png)")
-    stats.add_argument("--min-share", type=float, default=MIN_SHARE,
-                       help="warn about labels under this share of their attribute's known labels")
-    stats.set_defaults(func=_stats)
-
-    merge = verbs.add_parser("merge", help="join datasets into a new one, splits kept")
-    merge.add_argument("inputs", nargs="+", type=Path, help="dataset folders")
-    merge.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    merge.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    merge.set_defaults(func=_merge)
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``edge collect``, ``edge dataset ...``, ``edge train`` and ``edge evaluate`` (host only)."""
-    _add_collect(sub)
     _add_dataset(sub)
-    _add_train(sub)
+    add_command(
+        sub, "train", TrainCommand, _train, help="train the attribute classifier on datasets (host)",
+        description="Train the attribute network on the train crops of the datasets, validating on their "
+        "val crops every epoch (loss, accuracy and mA per attribute); stop early when the watched score "
+        "stops improving. Writes epoch_NNN.pt every fifth epoch and at the end, best.pt, metrics.json and "
+        "plots.pdf into --out. With --resume the network and its settings are the checkpoint's.",
+    )
+    add_command(
+        sub, "evaluate", EvaluateCommand, _evaluate,
+        help="evaluate an attribute checkpoint on a dataset split (host)",
+        description="Accuracy and mA per attribute, confusion matrices (confusion.png) and report.md.",
+    )

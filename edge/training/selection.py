@@ -18,17 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.runtime.trackers import DEFAULT_TRACKER
+from edge.settings import Count, option
 from edge.training.duplicates import DuplicateIndex
 
 MAX_HELD = 100
 """Candidates held per live track at most (the worst is dropped beyond)."""
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How crops are collected.
+class Recipe(BaseModel):
+    """How crops are collected: ``edge collect``'s options of selection.
 
     Attributes
     ----------
@@ -53,25 +54,19 @@ class Recipe:
         Near-duplicates: perceptual hashes at most this many bits (of 64) apart.
     """
 
-    tracker: str = DEFAULT_TRACKER
-    conf_th: float = 0.3
-    min_score: float = 0.5
-    min_height: int = 64
-    crops_per_track: int = 3
-    min_gap_seconds: float = 1.0
-    edge_margin: int = 2
-    max_hash_distance: int = 6
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        for name in ("crops_per_track", "min_height"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("conf_th", "min_score"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be within (0, 1), got {getattr(self, name)}")
-        for name in ("min_gap_seconds", "edge_margin", "max_hash_distance"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+    tracker: str = Field(DEFAULT_TRACKER, description="tracker")
+    conf_th: float = Field(0.3, gt=0.0, lt=1.0, description="detector threshold (tracking)")
+    min_score: float = Field(0.5, gt=0.0, lt=1.0, description="least confidence of a kept crop")
+    min_height: Count = Field(64, description="least crop height in pixels")
+    crops_per_track: Count = Field(3, description="crops kept per track")
+    min_gap_seconds: float = Field(1.0, ge=0.0, description="seconds between two crops of a track",
+                                   json_schema_extra=option("--min-gap", metavar="MIN_GAP"))
+    edge_margin: int = Field(2, ge=0, description="boxes closer than this to the frame's border (pixels) "
+                             "are cut by it")
+    max_hash_distance: int = Field(
+        6, ge=0, description="near-duplicates: perceptual hashes at most this many bits apart (of 64)")
 
 
 @dataclass(frozen=True)
