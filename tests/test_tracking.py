@@ -215,12 +215,16 @@ def test_clip_det_ind_points_at_the_matched_detection(clip_tracks: Run) -> None:
 
 
 def test_edge_help_imports_no_tracker_library_and_no_model_runtime() -> None:
-    """``edge --help`` (and the settings' check of a tracker's name) on a device: no library loaded."""
+    """``edge --help`` (and the settings' check of a tracker's name) on a device: no library loaded.
+
+    OpenCV neither: it reads its log level when imported, which ``edge`` sets after parsing.
+    """
     import subprocess
 
     code = ("import sys\nfrom edge.cli import build_parser\nfrom edge.settings import RuntimeSettings\n"
             "RuntimeSettings(tracker='sfsort'); build_parser().format_help()\n"
-            "heavy = {'trackers', 'supervision', 'scipy', 'boxmot', 'torch', 'onnxruntime'}\n"
+            "heavy = {'trackers', 'supervision', 'scipy', 'boxmot', 'torch', 'onnxruntime', 'cv2',\n"
+            "         'openvino'}\n"
             "print(sorted(heavy & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -39,10 +39,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from edge.bundle import Bundle, sha256_file, staging, write_json_atomic
+from edge.convert.sampling import Sampling
 from edge.runtime.attributes import prepare_crop
 from edge.runtime.detector import Detector, letterbox
 from edge.runtime.models import load_detector, model_options
@@ -59,37 +59,6 @@ THUMBNAIL = (64, 48)
 
 class CalibrationError(ValueError):
     """A calibration set is missing, empty, changed since it was built, or cannot be made."""
-
-
-class Sampling(BaseModel):
-    """How many images of each kind a set gets, and how frames are picked: ``edge calibrate``'s options.
-
-    Attributes
-    ----------
-    frames : int
-        Calibration frames for the detector (at most; near-duplicates may leave fewer).
-    held_out : int
-        Held-out frames for the gate.
-    split : float
-        Share of each source's frames (its first part) that feeds the calibration split.
-    min_difference : float
-        Two frames whose thumbnails differ by less than this mean absolute difference
-        (grey levels, 0-255) are near-duplicates. Consecutive frames of the default
-        clip differ by about 1, frames a second apart by about 4.5.
-    crops, held_out_crops : int
-        Person crops for the attribute model in each split (at most).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    frames: Count = Field(40, description="calibration frames")
-    held_out: Count = Field(20, description="held-out frames for the gate")
-    split: float = Field(
-        0.75, gt=0.0, lt=1.0, description="share of each source (its first part) for calibration")
-    min_difference: float = Field(
-        2.0, ge=0.0, description="near-duplicate bound: mean absolute thumbnail difference (0-255)")
-    crops: Count = Field(64, description="calibration person crops")
-    held_out_crops: Count = Field(24, description="held-out person crops")
 
 
 class Recipe(Sampling):

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edge.convert.calibrate import Sampling
 from edge.convert.gate import Gate
 from edge.convert.heads import HEADS
+from edge.convert.sampling import Sampling
 from edge.convert.targets import TARGETS, algorithms_by_toolchain
 from edge.settings import POSITIONAL, Options, add_command, option, quiet_field
 

@@ -43,12 +43,12 @@ from tqdm import tqdm
 
 from edge import schema
 from edge.bundle import staging, write_json_atomic
+from edge.training.splits import SPLITS
 
 FORMAT_VERSION = 1
 IMAGES = "images"
 LABELS = "labels.csv"
 META = "dataset.json"
-SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("image", "split", "source")
 OPTIONAL_COLUMNS = ("track", "frame", "box")
 COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, *schema.ATTRIBUTE_NAMES)

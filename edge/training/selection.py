@@ -16,13 +16,16 @@ long stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.runtime.trackers import DEFAULT_TRACKER
 from edge.settings import Count, option
-from edge.training.duplicates import DuplicateIndex
+
+if TYPE_CHECKING:  # the index needs OpenCV, which the command line is built without
+    from edge.training.duplicates import DuplicateIndex
 
 MAX_HELD = 100
 """Candidates held per live track at most (the worst is dropped beyond)."""

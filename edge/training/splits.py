@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+SPLITS = ("train", "val", "test")
+"""A dataset's splits, in order."""
 TEST_SHARE = 0.2
 """Share of the sources that go to test when none are named."""
 

@@ -11,9 +11,13 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import schema
-from edge.training.dataset import SPLITS, Dataset, split_counts
+from edge.training.splits import SPLITS
+
+if TYPE_CHECKING:  # the dataset needs OpenCV, which the command line is built without
+    from edge.training.dataset import Dataset
 
 MIN_SHARE = 0.03
 """Labels under this share of their attribute's known labels are warned about."""
@@ -50,6 +54,8 @@ class Stats:
 
 def describe(dataset: Dataset) -> Stats:
     """Count every attribute's labels in every split."""
+    from edge.training.dataset import split_counts
+
     counts = {a: {s: Counter[str]() for s in SPLITS} for a in schema.ATTRIBUTE_NAMES}
     for row in dataset.rows:
         for attribute in schema.ATTRIBUTE_NAMES:
