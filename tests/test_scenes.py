@@ -109,14 +109,7 @@ def test_detector_finds_most_persons(built, detections):
     assert found / total >= MIN_RECALL, f"detector recall {found}/{total} = {found / total:.3f}"
 
 
-CROSSING_AT_FULL_RATE = pytest.mark.xfail(strict=True, reason=(
-    "known: at the clip's 10 fps the back person, boxed ever narrower as it goes behind the front "
-    "one, loses its track and comes back under a new id on every tracker of Roboflow's trackers "
-    "(ByteTrack, OC-SORT, SORT, with each of its three Kalman states) and on BoxMOT's SFSORT; "
-    "only BoxMOT's ByteTrack keeps it (bench/tracking.py, docs/tracking.md)"))
-
-
-@pytest.mark.parametrize("divisor", [pytest.param(1, marks=CROSSING_AT_FULL_RATE), 3])
+@pytest.mark.parametrize("divisor", [1, 3])
 def test_default_tracker_keeps_ids_through_the_crossing(built, detections, divisor):
     scene = built[divisor]["crossing"]
     height, width = scene.frames.bg.shape[:2]
