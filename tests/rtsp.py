@@ -21,6 +21,8 @@ from typing import IO
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+READY = "listening"
+"""What the server prints once it listens on its port."""
 HOST = "127.0.0.1"
 GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
 
@@ -63,11 +65,16 @@ class RtspServer:
         self._log: IO[bytes]
 
     def start(self, timeout_s: float = 20.0) -> None:
-        """Start the server and return once its port accepts connections."""
+        """Start the server and return once it says it listens and its port accepts connections.
+
+        Its own word comes first: probing a port before the server has bound it can connect
+        the probe to itself (a port of the ephemeral range), which holds the port so that
+        the server cannot bind it.
+        """
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(self._args, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
-        while not self._accepts():
+        while not (self._says_ready() and self._accepts()):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self._log.seek(0)
                 output = self._log.read().decode(errors="replace")[-2000:]
@@ -92,6 +99,10 @@ class RtspServer:
         """Resume a frozen server."""
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
+
+    def _says_ready(self) -> bool:
+        self._log.seek(0)
+        return READY.encode() in self._log.read()
 
     def _accepts(self) -> bool:
         try:

@@ -14,6 +14,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from rtsp import READY  # noqa: E402 - beside this script, stdlib only
 
 ADDRESS = "127.0.0.1"
 MOUNT = "/test"
@@ -70,6 +71,7 @@ def main() -> None:
     server = make_server(args.port, launch_line(args.clip, args.width, args.height, args.fps, args.codec))
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on {ADDRESS}:{args.port}")
+    print(READY, flush=True)  # the port is ours: a probe of it before this could meet another socket
     GLib.MainLoop().run()
 
 

@@ -55,7 +55,7 @@ def service(bundle_dir, clip, camera_server, folder):
         max_streams=3, source=FAST_RECONNECT,
         cameras=[
             {"name": "lobby", "url": "lobby.avi", "realtime": True, "thresholds": {"conf_th": STRICT_CONF}},
-            {"name": "gate", "url": camera_server.url, "transport": "tcp", "detect": {"fps": 3}},
+            {"name": "gate", "url": camera_server.url, "transport": "tcp", "detect": {"fps": 1}},
             {"name": "spare", "url": camera_server.url, "enabled": False},
         ],
     )
@@ -151,11 +151,12 @@ def rate(records: list[dict]) -> float:
 
 
 def test_each_stream_is_detected_at_its_own_rate(service, camera_server):
-    # The RTSP camera serves 30 frames a second. The standing camera detects 3 of them a
-    # second (its detect: fps), a job's two streams of it 2 and 1: each gets its own (six
-    # detections a second in all, which the CPU bundle keeps up with on 2 busy cores).
-    body = {"cameraUrls": [{"video": camera_server.url, "detect": {"fps": 2}},
-                           {"video": camera_server.url, "detect": {"fps": 1, "width": 160, "height": 120}}],
+    # The RTSP camera serves 30 frames a second. The standing camera detects 1 of them a
+    # second (its detect: fps), a job's two streams of it 1 and 0.5: each gets its own (2.5
+    # detections a second in all; the FP32 bundle kept up with 3.7 on 2 cores under the
+    # full suite's load).
+    body = {"cameraUrls": [{"video": camera_server.url, "detect": {"fps": 1}},
+                           {"video": camera_server.url, "detect": {"fps": 0.5, "width": 160, "height": 120}}],
             "endTime": time.time() + 60}
     service.json("POST", "/api/inference/rates", json=body)
 
@@ -163,20 +164,20 @@ def test_each_stream_is_detected_at_its_own_rate(service, camera_server):
         page = service.json("GET", "/api/inference/rates/results", params={"stream": stream, "limit": 1000})
         return page["results"]
 
-    wait_until(lambda: len(results(1)) >= 8, "eight results at 1 a second")
+    wait_until(lambda: len(results(1)) >= 6, "six results at one every 2 s")
     by_stream = [results(0), results(1)]
     small = cv2.imdecode(np.frombuffer(service.request("GET", "/api/streams/rates.1/snapshot.jpg").content,
                                        np.uint8), cv2.IMREAD_COLOR)
     assert small.shape[:2] == (120, 160), "the stream was decoded at its detect size"
     service.json("DELETE", "/api/inference/rates")
-    gate = service.json("GET", "/api/cameras/gate/results", params={"limit": 1000})["results"][-20:]
+    gate = service.json("GET", "/api/cameras/gate/results", params={"limit": 1000})["results"][-10:]
     rates = [rate(records[1:]) for records in by_stream] + [rate(gate)]  # the first waited for the connection
-    within = [abs(r - want) <= 0.1 * want for r, want in zip(rates, (2, 1, 3), strict=True)]
+    within = [abs(r - want) <= 0.1 * want for r, want in zip(rates, (1, 0.5, 1), strict=True)]
     assert within == [True] * 3, rates
     stream = camera(service, "gate")["stream"]  # the configured and achieved rates, shown per stream
-    assert stream["detect_fps"] == 3 and abs(stream["processed_fps"] - 3) <= 0.5
+    assert stream["detect_fps"] == 1 and abs(stream["processed_fps"] - 1) <= 0.3
     assert stream["frames_skipped"] > 0 and stream["decoder"] == "opencv"
-    assert metrics(service)[sample("edge_stream_detect_fps", job="gate", stream="gate.0")] == 3
+    assert metrics(service)[sample("edge_stream_detect_fps", job="gate", stream="gate.0")] == 1
 
 
 def test_seq_goes_on_across_a_restart(service, folder):
