@@ -57,6 +57,14 @@ def make_server(port: int, launch: str) -> GstRtspServer.RTSPServer:
     return server
 
 
+def serve(server: GstRtspServer.RTSPServer, port: int) -> None:
+    """Listen, say so on stdout (the test rig waits for the word), and serve until killed."""
+    if server.attach(None) == 0:
+        sys.exit(f"cannot listen on {ADDRESS}:{port}")
+    print(READY, flush=True)  # the port is ours: a probe of it before this could meet another socket
+    GLib.MainLoop().run()
+
+
 def main() -> None:
     """Parse the arguments and serve until killed."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -69,10 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     Gst.init(None)
     server = make_server(args.port, launch_line(args.clip, args.width, args.height, args.fps, args.codec))
-    if server.attach(None) == 0:
-        sys.exit(f"cannot listen on {ADDRESS}:{args.port}")
-    print(READY, flush=True)  # the port is ours: a probe of it before this could meet another socket
-    GLib.MainLoop().run()
+    serve(server, args.port)
 
 
 if __name__ == "__main__":

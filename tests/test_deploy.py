@@ -495,7 +495,7 @@ _AUTH_RTSP_SERVER = """\
 import sys
 sys.path.insert(0, sys.argv[1])
 import rtsp_server as s
-from gi.repository import GLib, Gst, GstRtspServer
+from gi.repository import Gst, GstRtspServer
 Gst.init(None)
 port, user, password = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 server = s.make_server(port, s.launch_line(None, 320, 240, 30))
@@ -507,9 +507,7 @@ server.set_auth(auth)
 factory = server.get_mount_points().match(s.MOUNT)[0]
 factory.add_role_from_structure(Gst.Structure.from_string(
     user + ", media.factory.access=(boolean)true, media.factory.construct=(boolean)true")[0])
-if server.attach(None) == 0:
-    sys.exit("cannot listen on port " + str(port))
-GLib.MainLoop().run()
+s.serve(server, port)
 """
 CAMERA_USER = "viewer"
 
