@@ -65,8 +65,8 @@ class StreamRequest:
 
     def source_options(self, defaults: SourceOptions) -> SourceOptions:
         """Return the service's source options with this stream's own on top."""
-        own = {k: v for k, v in dataclasses.asdict(self).items()
-               if k in ("transport", "realtime", "decoder", "preset") and v is not None}
+        named = ("transport", "realtime", "decoder", "preset")
+        own = {k: v for k in named if (v := getattr(self, k)) is not None}
         return dataclasses.replace(defaults, **own, **self.detect.source())
 
 
