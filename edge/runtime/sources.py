@@ -34,7 +34,11 @@ bounded open and read timeouts so a dead camera cannot hang the reader:
     it; it is killed and reaped on every reconnect and on close, and its last words go
     to ``last_error``.
 
-Either way `Source.native_size` is the camera's own size, to map results back to it.
+Either way `Source.native_size` is the camera's own size, to map results back to it,
+and ``stats()["decode_cpu_percent"]`` what decoding a live stream costs: the CPU time of
+its ffmpeg subprocess, or of OpenCV's decoding, which for a live stream runs in the
+reader thread alone (one decoding thread per camera: cameras decode side by side on a
+board's cores, and the cost is measurable per camera).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
+import psutil
 
 from edge.runtime import decoders
 from edge.runtime.decoders import FALLBACK_FPS, PRESETS, Size, is_plausible_fps
@@ -308,6 +313,7 @@ class Source(ABC):
         self._reconnects = 0
         self._last_error: str | None = None
         self._rate = RecentTimes(window_s=2.0)
+        self._decode_measured = False
 
     @property
     def state(self) -> SourceState:
@@ -329,16 +335,20 @@ class Source(ABC):
             ``frames_dropped`` (never delivered: replaced by a newer live frame, or an
             image that did not decode), ``reconnects`` (attempts made after a failed or
             lost connection), ``input_fps`` (frames decoded per second, measured over
-            the last seconds; 0.0 when none), ``last_error`` (str or None) and
-            ``decoder`` (`decoder`).
+            the last seconds; 0.0 when none), ``decode_cpu_percent`` (percent of one
+            core spent decoding over the same seconds; None where it is not measured:
+            files, which OpenCV decodes on threads of its own, and GStreamer pipelines),
+            ``last_error`` (str or None) and ``decoder`` (`decoder`).
         """
         with self._cond:
+            recent = self._rate.figures(time.monotonic())
             return {
                 "state": self._state.value,
                 "frames_read": self._frames_read,
                 "frames_dropped": self._frames_dropped,
                 "reconnects": self._reconnects,
-                "input_fps": self._rate.figures(time.monotonic())["fps"],
+                "input_fps": recent["fps"],
+                "decode_cpu_percent": round(100 * recent["busy"], 1) if self._decode_measured else None,
                 "last_error": self._last_error,
                 "decoder": self.decoder,
             }
@@ -382,10 +392,10 @@ class Source(ABC):
             if self._state not in _TERMINAL:
                 self._state = state
 
-    def _count_read(self, shape: tuple[int, ...]) -> None:
+    def _count_read(self, shape: tuple[int, ...], cpu_s: float = 0.0) -> None:
         with self._cond:
             self._frames_read += 1
-            self._rate.add(time.monotonic())
+            self._rate.add(time.monotonic(), cpu_s)
             self.size = (shape[1], shape[0])
 
     def _count_drop(self, error: str) -> None:
@@ -572,23 +582,27 @@ class _LiveSource(Source):
             self._last_error = connection.lost_reason()
             return None
         self.fps, self._native_size, self.decoder = connection.fps, connection.native_size, connection.decoder
+        self._decode_measured = connection.cpu_s is not None
         return connection, image
 
     def _stream(self, connection: _Connection, image: np.ndarray) -> None:
         """Publish frames until the stream fails or the source is closed."""
         self._set_state(SourceState.RUNNING)
+        spent = connection.cpu_s or 0.0  # the first frame's decoding is the connection's opening
         try:
             while image is not None and not self._closed.is_set():
-                self._publish(image)
+                cpu_s = connection.cpu_s or 0.0
+                self._publish(image, cpu_s - spent)
+                spent = cpu_s
                 image = connection.read()
         finally:
             connection.release()
         if image is None:
             self._last_error = connection.lost_reason()
 
-    def _publish(self, image: np.ndarray) -> None:
+    def _publish(self, image: np.ndarray, cpu_s: float) -> None:
         with self._cond:
-            self._count_read(image.shape)
+            self._count_read(image.shape, cpu_s)
             if self._pending is not None:
                 self._frames_dropped += 1
             timestamp = time.monotonic() - self._opened_at
@@ -612,6 +626,11 @@ class _Connection(ABC):
     fps: float = FALLBACK_FPS
     native_size: Size = (0, 0)
     decoder: str
+
+    @property
+    @abstractmethod
+    def cpu_s(self) -> float | None:
+        """CPU seconds spent decoding so far, or None where it cannot be measured."""
 
     @abstractmethod
     def read(self) -> np.ndarray | None:
@@ -651,10 +670,23 @@ class _OpenCVConnection(_Connection):
         self._options = options
         self._cap = _open_capture(uri, options, live=True)
         self._read_any = False
+        self._cpu_s = 0.0
         self.fps = _fps_of(self._cap)
         self.decoder = _opencv_decoder(options)
 
+    @property
+    def cpu_s(self) -> float | None:
+        # A GStreamer pipeline decodes on threads of its own.
+        return None if self._options.gstreamer else self._cpu_s
+
     def read(self) -> np.ndarray | None:
+        start = time.thread_time()
+        try:
+            return self._read()
+        finally:
+            self._cpu_s += time.thread_time() - start
+
+    def _read(self) -> np.ndarray | None:
         ok, image = self._cap.read()
         if not ok:
             return None
@@ -704,6 +736,15 @@ class _FFmpegConnection(_Connection):
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         self._selector.register(self._process.stderr, selectors.EVENT_READ)
+        self._usage = psutil.Process(self._process.pid)
+        self._cpu_s = 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        with suppress(psutil.Error):  # it exited: its last reading stands
+            times = self._usage.cpu_times()
+            self._cpu_s = times.user + times.system
+        return self._cpu_s
 
     def read(self) -> np.ndarray | None:
         width, height = self._size
@@ -809,6 +850,9 @@ def _open_capture(target: str, options: SourceOptions, live: bool) -> cv2.VideoC
             round(options.open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             round(options.read_timeout_s * 1000),
+            # A live stream decodes in its reader thread only (see the module doc).
+            cv2.CAP_PROP_N_THREADS,
+            1,
         ]
         with _ffmpeg_transport(options.transport if live else None):
             cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params if live else [])

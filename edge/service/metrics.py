@@ -23,6 +23,7 @@ _STREAM_GAUGES = {
     "input_fps": "Frames decoded per second",
     "processed_fps": "Frames processed per second: the achieved detection rate",
     "detect_fps": "The configured detection rate (absent: every frame)",
+    "decode_cpu_percent": "Percent of one core spent decoding over the last seconds (absent: not measured)",
     "active_tracks": "Tracks in the latest processed frame",
 }
 _STREAM_COUNTERS = {

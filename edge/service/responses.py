@@ -79,6 +79,8 @@ class Stream(_Closed):
     processed_fps: float = Field(description="frames detected a second, the achieved detection rate")
     detect_fps: float | None = Field(description="the configured detection rate; null: every frame")
     decoder: str = Field(description="what decodes it: opencv, ffmpeg/<preset>, and a fall-back's reason")
+    decode_cpu_percent: float | None = Field(
+        description="percent of one core spent decoding it over the last seconds; null: not measured (files)")
     frames_read: int
     frames_processed: int
     frames_skipped: int = Field(description="frames read and not detected, to keep to detect_fps")

@@ -183,6 +183,7 @@ class StreamRunner(Sink):
                 processed_fps=recent["fps"],
                 detect_fps=self._settings().detect_fps,
                 decoder=source["decoder"],
+                decode_cpu_percent=source["decode_cpu_percent"],
                 frames_read=source["frames_read"],
                 frames_processed=self._processed,
                 frames_skipped=self._loop.skipped,
