@@ -17,6 +17,7 @@ from edge.runtime.decoders import (
     ffmpeg_command,
     ffprobe_command,
     find_tools,
+    fit_within,
     parse_probe,
     rtsp_timeout_option,
 )
@@ -159,3 +160,17 @@ def test_a_missing_preset_falls_back_to_software_saying_why_once(caplog: pytest.
     assert [r.getMessage() for r in caplog.records] == [
         "FFmpeg preset rkmpp is unavailable for h264 (ffmpeg has no hwaccel rkmpp): decoding in software"
     ]
+
+
+@pytest.mark.parametrize(("size", "box", "expected"), [
+    ((1920, 1080), (640, 640), (640, 360)),   # a 1080p camera, a square detector
+    ((1920, 1080), (640, 480), (640, 360)),   # the camera-shaped bundle
+    ((768, 576), (640, 640), (640, 480)),
+    ((1080, 1920), (640, 640), (360, 640)),   # a portrait camera
+    ((2560, 1440), (640, 640), (640, 360)),
+    ((1280, 1024), (640, 640), (640, 512)),
+    ((320, 240), (640, 640), (320, 240)),     # never scaled up
+    ((1000, 562), (640, 640), (640, 360)),    # even sides
+])
+def test_a_camera_fits_the_detectors_input_at_its_own_aspect(size, box, expected):
+    assert fit_within(size, box) == expected

@@ -183,3 +183,14 @@ def test_the_ffmpeg_decoders_preset_follows_the_bundles_target(tmp_path):
     assert source_options(opencv).decoder == "opencv"
     with pytest.raises(ConfigError, match="source: .*preset"):
         source_options(load_service_settings(write(tmp_path, "source: {decoder: ffmpeg, preset: nope}"), {}))
+
+
+def test_live_streams_are_decoded_to_fit_the_detectors_input_unless_told(tmp_path):
+    cpu = load_service_settings(write(tmp_path, f"bundle: {BUNDLE}"), {})
+    assert source_options(cpu).fit_size == (640, 640)  # the detector's input
+    assert source_options(cpu).decode_size((1920, 1080)) == (640, 360)
+    full = load_service_settings(write(tmp_path, f"bundle: {BUNDLE}\nsource: {{fit_size: null}}"), {})
+    assert source_options(full).decode_size((1920, 1080)) == (1920, 1080)
+    told = f"bundle: {BUNDLE}\nsource: {{output_size: [960, 540]}}"
+    mine = load_service_settings(write(tmp_path, told), {})
+    assert source_options(mine).decode_size((1920, 1080)) == (960, 540)

@@ -503,7 +503,9 @@ def decode_cpu_percent(url: str, decoder: str) -> float:
 
 @needs_rtsp
 @every_decoder
-def test_decode_cost_is_measured_per_camera_and_grows_with_the_picture(server: RtspServer, decoder: str) -> None:
+def test_decode_cost_is_measured_per_camera_and_grows_with_the_picture(
+    server: RtspServer, decoder: str
+) -> None:
     with rtsp_server(width=1280, height=720) as large:
         costs = [decode_cpu_percent(url, decoder) for url in (server.url, large.url)]
     assert 0 < costs[0] < 100 * (os.cpu_count() or 1)
@@ -517,3 +519,12 @@ def test_a_files_decode_cost_is_not_measured(clip: Path) -> None:
     with open_source(str(clip)) as source:
         take(source, 5)
         assert source.stats()["decode_cpu_percent"] is None
+
+
+@needs_rtsp
+@every_decoder
+def test_a_live_stream_is_scaled_down_to_fit_but_never_up(server: RtspServer, decoder: str) -> None:
+    for box, expected in (((160, 160), (160, 120)), ((640, 640), (320, 240))):
+        with open_source(server.url, live(decoder=decoder, fit_size=box)) as source:
+            assert take(source, 2)[-1].image.shape[1::-1] == expected
+            assert source.native_size == (320, 240)

@@ -177,6 +177,16 @@ class StreamInfo:
     fps: float
 
 
+def fit_within(size: Size, box: Size) -> Size:
+    """Return ``size`` scaled down (never up) to fit in ``box`` at its own aspect.
+
+    Both sides are rounded to even numbers, which hardware scalers and YUV 4:2:0 want:
+    a 1920x1080 camera fits a 640x640 detector input at 640x360.
+    """
+    scale = min(box[0] / size[0], box[1] / size[1], 1.0)
+    return (max(2, round(size[0] * scale / 2) * 2), max(2, round(size[1] * scale / 2) * 2))
+
+
 def video_filter(preset: Preset, size: Size) -> str:
     """Return the ``-vf`` chain that scales to ``size`` and leaves frames in system memory."""
     width, height = size

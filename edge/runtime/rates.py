@@ -34,8 +34,15 @@ class RecentTimes:
                 self._items.popleft()
 
     def figures(self, now: float) -> dict[str, float]:
-        """Return ``fps`` (events per second), ``p50_ms``/``p95_ms`` of the durations and
-        ``busy``, the durations' share of the time (CPU seconds a second, for CPU times)."""
+        """Return the events' rate and durations.
+
+        Returns
+        -------
+        dict
+            ``fps`` (events per second), ``p50_ms``/``p95_ms`` of the durations and
+            ``busy``, the durations' share of the time (CPU seconds a second, where the
+            durations are CPU times).
+        """
         with self._lock:
             items = [(t, d) for t, d in self._items if t >= now - self._window_s]
         if len(items) < 2:

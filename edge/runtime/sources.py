@@ -21,7 +21,7 @@ bounded open and read timeouts so a dead camera cannot hang the reader:
 
 ``"opencv"`` (the default)
     OpenCV's FFmpeg backend, in software at the stream's full size (then resized to
-    ``output_size`` if one is asked). ``SourceOptions.gstreamer`` gives a GStreamer
+    ``output_size``, or to fit ``fit_size``, if one is asked). ``SourceOptions.gstreamer`` gives a GStreamer
     pipeline to open instead (OpenCV must be built with GStreamer, as JetPack's is; the
     PyPI wheel is not).
 ``"ffmpeg"``
@@ -29,10 +29,10 @@ bounded open and read timeouts so a dead camera cannot hang the reader:
     stream's codec and native size. It decodes with ``SourceOptions.preset``
     (``software``, ``rkmpp``, ``nvmpi``, ``vaapi``, ``qsv``; ``software`` instead, said
     once in the log and in ``stats()["decoder"]``, where the machine lacks it), scales to
-    ``output_size`` in the same place and writes raw BGR frames to a pipe, so full-size
-    frames never cross into Python. A reader that sees no frame within the timeout kills
-    it; it is killed and reaped on every reconnect and on close, and its last words go
-    to ``last_error``.
+    ``output_size`` (or to fit ``fit_size``) in the same place and writes raw BGR frames
+    to a pipe, so full-size frames never cross into Python. A reader that sees no frame
+    within the timeout kills it; it is killed and reaped on every reconnect and on
+    close, and its last words go to ``last_error``.
 
 Either way `Source.native_size` is the camera's own size, to map results back to it,
 and ``stats()["decode_cpu_percent"]`` what decoding a live stream costs: the CPU time of
@@ -177,7 +177,13 @@ class SourceOptions:
         is looked for beside it, then on PATH.
     output_size : tuple of int or None
         Live only: ``(width, height)`` the decoder scales frames to; None keeps the
-        stream's own size. `Source.native_size` is the stream's own size either way.
+        stream's own size, or fits it in ``fit_size``. `Source.native_size` is the
+        stream's own size either way.
+    fit_size : tuple of int or None
+        Live only, without ``output_size``: the decoder scales frames larger than this
+        ``(width, height)`` down to fit in it, at the camera's own aspect
+        (:func:`~edge.runtime.decoders.fit_within`). The service sets it to its
+        detector's input, so that frames are decoded at the size they are detected at.
     """
 
     transport: str = "tcp"
@@ -194,12 +200,14 @@ class SourceOptions:
     input_args: tuple[str, ...] = ()
     ffmpeg_path: str = "ffmpeg"
     output_size: Size | None = None
+    fit_size: Size | None = None
 
     def __post_init__(self) -> None:
         # Configuration files give lists; a tuple keeps the options hashable and fixed.
         self.input_args = tuple(self.input_args)
-        if self.output_size is not None:
-            self.output_size = tuple(self.output_size)  # type: ignore[assignment]
+        for name in ("output_size", "fit_size"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(getattr(self, name)))
         self._validate_decoding()
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, not {self.transport!r}")
@@ -219,9 +227,16 @@ class SourceOptions:
             raise ValueError("gstreamer is a pipeline for decoder 'opencv', not 'ffmpeg'")
         if not all(isinstance(arg, str) for arg in self.input_args):
             raise ValueError("input_args must be strings")
-        size = self.output_size
-        if size is not None and not (len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)):
-            raise ValueError(f"output_size must be (width, height), two positive integers, not {size!r}")
+        for name in ("output_size", "fit_size"):
+            size = getattr(self, name)
+            if size is not None and not (len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)):
+                raise ValueError(f"{name} must be (width, height), two positive integers, not {size!r}")
+
+    def decode_size(self, native: Size) -> Size:
+        """Return the size a live stream of ``native`` size is decoded at."""
+        if self.output_size is not None:
+            return self.output_size
+        return native if self.fit_size is None else decoders.fit_within(native, self.fit_size)
 
 
 def open_source(uri: str, options: SourceOptions | None = None) -> Source:
@@ -692,8 +707,8 @@ class _OpenCVConnection(_Connection):
             return None
         self._read_any = True
         self.native_size = (image.shape[1], image.shape[0])
-        size = self._options.output_size
-        if size is None or size == self.native_size:
+        size = self._options.decode_size(self.native_size)
+        if size == self.native_size:
             return image
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
@@ -729,7 +744,7 @@ class _FFmpegConnection(_Connection):
         info = self._probe(stream, ffprobe)
         preset, label = decoders.choose_preset(ffmpeg, options.preset, info.codec)
         self.fps, self.native_size, self.decoder = info.fps, info.size, f"ffmpeg/{label}"
-        self._size = options.output_size or info.size
+        self._size = options.decode_size(info.size)
         self._process = self._start(
             decoders.ffmpeg_command(stream, preset, info.codec, self._size, options.input_args, ffmpeg)
         )

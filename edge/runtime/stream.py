@@ -17,7 +17,9 @@ same frame, and nothing is written into shared objects.
 With ``detect_fps`` in the settings, the loop detects at most that many frames a second of
 the source's own time (:class:`DetectionPace`): the frames between are counted as
 skipped and dropped before any pre-processing, and the tracker is made for the rate it
-is fed at, so its lost-track timeouts stay in seconds.
+is fed at, so its lost-track timeouts stay in seconds. Where streams share a detector
+(the service's), each sends its frames through a lane of a
+:class:`~edge.runtime.share.FairShare`, weighted by that rate.
 
 Models can change between two frames (a reload): the loop asks for them at each
 frame, and when they are new it finishes the frames in flight on the old ones first,
@@ -37,6 +39,7 @@ import numpy as np
 
 from edge.runtime.detector import Detector, Letterbox
 from edge.runtime.pipeline import Pipeline
+from edge.runtime.share import Lane
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import Frame, Source
 from edge.runtime.trackers import make_tracker
@@ -50,12 +53,15 @@ logger = logging.getLogger(__name__)
 class StreamModels:
     """What a stream runs on: the detector and its way to the attribute process.
 
-    ``release`` is called once the stream has finished its last frame on them.
+    ``lane`` is the stream's place in the detector's fair share where streams share it;
+    None sends frames straight to the detector's backend. ``release`` is called once the
+    stream has finished its last frame on them.
     """
 
     detector: Detector
     attributes: AttributeLink | None = None
     release: Callable[[], None] = field(default=lambda: None, compare=False)
+    lane: Lane | None = None
 
 
 class DetectionPace:
@@ -137,8 +143,11 @@ class StreamLoop:
     def _make_tracker(self, size: tuple[int, int]):  # noqa: ANN202 - a Tracker
         # Called at the first frame: a live source knows its frame rate only then.
         settings = self._settings()
-        fps = min(self.source.fps, settings.detect_fps or self.source.fps)
-        return make_tracker(settings.tracker, fps, size, conf_th=settings.conf_th)
+        return make_tracker(settings.tracker, self._rate(settings), size, conf_th=settings.conf_th)
+
+    def _rate(self, settings: RuntimeSettings) -> float:
+        """Frames a second the stream means to detect: ``detect_fps``, or every frame."""
+        return min(self.source.fps, settings.detect_fps or self.source.fps)
 
     def run(self, stop: Callable[[], bool] = lambda: False, max_frames: int | None = None) -> None:
         """Process frames until the source ends, ``stop()`` is true or ``max_frames`` are read.
@@ -185,7 +194,10 @@ class StreamLoop:
     def _submit(self, frame: Frame, models: StreamModels, in_flight: deque[_InFlight]) -> None:
         started = time.monotonic()
         tensor, letterbox = models.detector.preprocess(frame.image)
-        future = models.detector.backend.submit([tensor])
+        if models.lane is None:
+            future = models.detector.backend.submit([tensor])
+        else:
+            future = models.lane.submit([tensor], self._rate(self._settings()))
         in_flight.append(_InFlight(frame, models, letterbox, future, started))
 
     def _drain(self, in_flight: deque[_InFlight]) -> None:

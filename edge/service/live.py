@@ -24,6 +24,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.runtime.detector import Detector
 from edge.runtime.golden import GoldenReport, run_selftest
 from edge.runtime.models import load_detector, model_options, model_precision, start_attribute_worker
+from edge.runtime.share import FairShare
 from edge.service.attribute_hub import AttributeHub
 from edge.service.responses import LiveValues
 from edge.settings import LIVE_KEYS, ConfigError, RuntimeSettings, ServiceSettings
@@ -98,7 +99,7 @@ class ModelSet:
     ----------
     bundle : Bundle
     detector : Detector
-        Shared by every stream (its backend is thread-safe).
+        Shared by every stream, each through a lane of ``share``.
     hub : AttributeHub or None
         The shared attribute process; None when attributes are off (or not started
         because the self-test failed).
@@ -109,6 +110,8 @@ class ModelSet:
     precisions : dict
         Task -> the float precision its model runs at where the backend chooses one
         (OpenVINO), else None.
+    share : FairShare
+        The streams' fair share of the detector's backend.
     """
 
     bundle: Bundle
@@ -117,6 +120,10 @@ class ModelSet:
     selftest: GoldenReport | None
     loaded_at: float
     precisions: dict[str, str | None] = field(default_factory=dict)
+    share: FairShare = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.share = FairShare(self.detector.backend)
 
     @property
     def usable(self) -> bool:
@@ -127,6 +134,7 @@ class ModelSet:
         """Stop the attribute process and free the detector's backend."""
         if self.hub is not None:
             self.hub.close()
+        self.share.close()
         self.detector.backend.close()
 
 

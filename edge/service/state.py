@@ -50,7 +50,10 @@ def source_options(config: ServiceSettings) -> SourceOptions:
     Without a ``preset``, the ffmpeg decoder's preset (for the service's streams, and a
     camera's or a job's stream that asks for ffmpeg) is the one of the bundle's target
     (:func:`~edge.runtime.decoders.target_preset`: ``rkmpp`` for a Rockchip bundle...),
-    read from its manifest; software when the bundle cannot be read.
+    read from its manifest; software when the bundle cannot be read. Without a
+    ``fit_size``, live streams are decoded to fit the bundle's detector input, at their
+    own aspect (a 1080p camera at 640x360 for a 640x640 detector); ``fit_size: null``
+    decodes them at their full size.
 
     Raises
     ------
@@ -58,12 +61,14 @@ def source_options(config: ServiceSettings) -> SourceOptions:
         For an unknown key or a bad value.
     """
     table = dict(config.source)
-    if "preset" not in table:
-        try:
-            target = load_bundle(config.bundle, verify_hashes=False).target
-        except BundleError:
-            target = None
-        table["preset"] = target_preset(target)
+    try:
+        bundle = load_bundle(config.bundle, verify_hashes=False)
+    except BundleError:
+        bundle = None
+    table.setdefault("preset", target_preset(bundle and bundle.target))
+    if bundle is not None:
+        height, width = bundle.model("detector").input.size
+        table.setdefault("fit_size", (width, height))
     try:
         return SourceOptions(**table)
     except (TypeError, ValueError) as e:

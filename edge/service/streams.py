@@ -22,6 +22,7 @@ import numpy as np
 
 from edge.runtime.pipeline import FrameResult
 from edge.runtime.rates import RecentTimes
+from edge.runtime.share import Lane
 from edge.runtime.sinks import Sink, draw
 from edge.runtime.sources import Frame, Source, redact
 from edge.runtime.stream import StreamLoop, StreamModels
@@ -60,11 +61,14 @@ class _Lease:
         channel = models.hub.channel() if models.hub is not None else None
         if self._set is not None:
             logger.info("stream moves to the models loaded at %s", models.loaded_at)
-        self._set, self.channel = models, channel
-        self._models = StreamModels(models.detector, channel, lambda: self._release(models, channel))
+        self._set, self.channel, lane = models, channel, models.share.lane()
+        self._models = StreamModels(
+            models.detector, channel, lambda: self._release(models, channel, lane), lane
+        )
         return self._models
 
-    def _release(self, models: ModelSet, channel: Channel | None) -> None:
+    def _release(self, models: ModelSet, channel: Channel | None, lane: Lane) -> None:
+        lane.close()
         if channel is not None:
             channel.close()
         self._holder.release(models)

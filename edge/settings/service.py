@@ -47,7 +47,8 @@ class Detect:
     width, height : int or None
         Live streams: decode at this size (both or neither), so frames of the camera's
         full size never reach the detector's process; boxes are still reported in the
-        camera's pixels. None decodes at the camera's size.
+        camera's pixels. None decodes to fit the service's ``source.fit_size``: by
+        default the detector's input, at the camera's own aspect.
     """
 
     fps: Rate | None = None
