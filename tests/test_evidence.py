@@ -116,17 +116,3 @@ def test_an_unsure_track_is_sent_again_once_answered_within_its_budget() -> None
     assert ask(1, 0.7, 0.7, answered=3)
     assert ask(2, 0.5, 0.0, answered=0, unsure=False)
     assert not ask(2, 0.5, 0.1, answered=1, unsure=False)
-
-
-def test_the_annotated_video_marks_an_untrained_models_attributes() -> None:
-    from edge.runtime.pipeline import FrameResult, Person
-    from edge.runtime.sinks import draw
-
-    image = np.zeros((200, 200, 3), np.uint8)
-    scores = dict.fromkeys(ATTRIBUTES, 0.5) | {"top_color": 0.9}
-    known = {name: UNKNOWN for name in ATTRIBUTES} | {"top_color": "red"}
-    drawn = [draw(image, FrameResult(0, 0.0, [Person((20, 100, 80, 190), 0, 1, 0.8, known, scores, trained)]))
-             for trained in (True, False)]
-    # The untrained one writes one line more above the box ("attributes: UNTRAINED model").
-    rows = [np.flatnonzero(d[:100].any(axis=(1, 2))) for d in drawn]
-    assert rows[1].min() < rows[0].min() and (drawn[0][100:] == drawn[1][100:]).all()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ import pytest
 from rtsp import RtspServer, free_port, rtsp_server, unavailable_reason
 from waiting import wait_until
 
+from edge.runtime import sources
+from edge.runtime.rates import RecentTimes
 from edge.runtime.sources import (
     DECODERS,
     Frame,
@@ -109,6 +112,21 @@ def test_clip_yields_every_frame_in_order_then_ends(clip: Path) -> None:
     assert stats["state"] == "ended"
     assert (stats["frames_read"], stats["frames_dropped"], stats["reconnects"]) == (795, 0, 0)
     assert stats["input_fps"] > 0 and stats["last_error"] is None
+
+
+def test_the_input_rate_counts_over_the_window_of_the_processed_rate(clip: Path, monkeypatch) -> None:
+    # Decoding slows down for the last 2 s (10 fps, then 2) and a stream processes every frame:
+    # when the source counted over 2 s and the stream over 10, that read 2.0 read, 8.7 processed.
+    now = [0.0]
+    monkeypatch.setattr(sources, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    processed = RecentTimes()
+    with open_source(str(clip)) as source:
+        frames = iter(source)
+        for pause in [0.1] * 80 + [0.5] * 4:
+            next(frames)
+            processed.add(now[0])
+            now[0] += pause
+        assert source.stats()["input_fps"] == pytest.approx(processed.figures(now[0])["fps"], rel=0.05)
 
 
 def test_realtime_file_is_paced_at_its_own_fps(clip: Path) -> None:

@@ -2,6 +2,9 @@
 
 One meter serves every figure of the kind: a source's input frames per second with the
 CPU its decoding took, and a stream's processed frames per second with their latency.
+Every meter counts over the same :data:`WINDOW_S`, so that figures shown side by side
+compare: when a source counted over 2 s and its stream over 10, a dip in decoding read
+as more frames processed than read.
 """
 
 from __future__ import annotations
@@ -11,18 +14,14 @@ from collections import deque
 
 import numpy as np
 
+WINDOW_S = 10.0
+"""How far back events count: long enough for a camera detected once a second."""
+
 
 class RecentTimes:
-    """Events of the last ``window_s`` seconds, each with a duration; thread-safe.
+    """Events of the last :data:`WINDOW_S` seconds, each with a duration; thread-safe."""
 
-    Parameters
-    ----------
-    window_s : float
-        How far back events count.
-    """
-
-    def __init__(self, window_s: float = 10.0) -> None:
-        self._window_s = window_s
+    def __init__(self) -> None:
         self._items: deque[tuple[float, float]] = deque()
         self._lock = threading.Lock()
 
@@ -30,7 +29,7 @@ class RecentTimes:
         """Record an event that ended at ``now`` and took ``duration`` seconds."""
         with self._lock:
             self._items.append((now, duration))
-            while self._items and self._items[0][0] < now - self._window_s:
+            while self._items and self._items[0][0] < now - WINDOW_S:
                 self._items.popleft()
 
     def figures(self, now: float) -> dict[str, float]:
@@ -44,7 +43,7 @@ class RecentTimes:
             durations are CPU times).
         """
         with self._lock:
-            items = [(t, d) for t, d in self._items if t >= now - self._window_s]
+            items = [(t, d) for t, d in self._items if t >= now - WINDOW_S]
         if len(items) < 2:
             return {"fps": 0.0, "p50_ms": 0.0, "p95_ms": 0.0, "busy": 0.0}
         durations = np.array([d for _, d in items])

@@ -14,14 +14,14 @@ import os
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.runtime.pipeline import FrameResult
+from edge.runtime.pipeline import FrameResult, Person
 from edge.schema import UNKNOWN
 
 _PALETTE = np.array(
@@ -31,36 +31,135 @@ _PALETTE = np.array(
 )
 
 
-def _label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, ...]) -> None:
-    """Write text on a dark band so it stays legible over any background."""
-    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-    x, y = origin
-    cv2.rectangle(image, (x, y - h - 2), (x + w + 2, y + base), (32, 32, 32), cv2.FILLED)
-    cv2.putText(image, text, (x + 1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+Rect = tuple[int, int, int, int]
+"""``x1, y1, x2, y2`` in pixels."""
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_TEXT_SCALE = 0.4
+_TEXT_WIDTH = 768
+"""Frames this wide or narrower get labels at :data:`_TEXT_SCALE`; wider ones larger, in proportion,
+so that a label covers as much of a 1080p camera's picture as of the default clip's."""
+_LABEL_MIN_WIDTH = 112
+"""A label may be this wide (at :data:`_TEXT_SCALE`) over a narrower box: "#12 female adult"."""
+MAX_LABEL_LINES = 2
+_BAND = (32, 32, 32)
 
 
-UNTRAINED = "attributes: UNTRAINED model"
-"""Drawn over a track whose attributes come from an untrained model (noise, not answers)."""
+def attribute_words(attributes: dict[str, str]) -> list[str]:
+    """Return the decided attributes as short words, the most telling first.
+
+    ``{"gender": "female", "top_color": "red", "top_type": "coat", "backpack": "yes", ...}``
+    reads ``["female", "red coat", "backpack"]``; ``unknown`` values, no headwear and no
+    bag say nothing.
+    """
+    known = {k: v.replace("_", "-") for k, v in attributes.items() if v != UNKNOWN}
+    words = [known[k] for k in ("gender", "age") if k in known]
+    for part in ("top", "bottom"):
+        color, kind = known.get(f"{part}_color"), known.get(f"{part}_type")
+        if color or kind:
+            words.append(f"{color} {kind or part}" if color else str(kind))
+    if known.get("headwear", "none") != "none":
+        words.append(known["headwear"])
+    return words + [bag for bag in ("backpack", "handbag") if known.get(bag) == "yes"]
+
+
+def _text_width(text: str, scale: float) -> int:
+    return cv2.getTextSize(text, _FONT, scale, 1)[0][0]
+
+
+def label_lines(person: Person, max_width: int, scale: float = _TEXT_SCALE) -> list[str]:
+    """Return a person's label: its track id, then its decided attributes, on two lines at most.
+
+    Only a trained model's attributes are shown: an untrained one's answers are noise. Words
+    that would make a line wider than ``max_width`` pixels go on the next line, or are left out.
+    """
+    words = attribute_words(person.attributes) if person.attributes_trained else []
+    lines = [f"#{person.track_id}"]
+    for word in words:
+        if _text_width(f"{lines[-1]} {word}", scale) <= max_width:
+            lines[-1] = f"{lines[-1]} {word}"
+        elif len(lines) < MAX_LABEL_LINES and _text_width(word, scale) <= max_width:
+            lines.append(word)
+    return lines
+
+
+def _rect(box: Sequence[float]) -> Rect:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return x1, y1, x2, y2
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    """Return the area two rectangles share."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _place(size: tuple[int, int], box: Rect, frame: tuple[int, int], taken: list[Rect]) -> Rect:
+    """Return where a label of ``size`` goes, within the ``frame`` (width, height).
+
+    Above the box, left- or right-aligned, else under it, else inside its top: the first spot
+    that covers none of the labels ``taken``, or the one that covers least of them.
+    """
+    w, h = size
+    x1, y1, x2, y2 = box
+    spots = []
+    for x, y in ((x1, y1 - h), (x2 - w, y1 - h), (x1, y2), (x1, y1)):
+        x, y = min(max(x, 0), max(frame[0] - w, 0)), min(max(y, 0), max(frame[1] - h, 0))
+        spots.append((x, y, x + w, y + h))
+    return min(spots, key=lambda spot: sum(_overlap(spot, t) for t in taken))
+
+
+def _text_scale(frame_width: int) -> float:
+    return _TEXT_SCALE * max(1.0, frame_width / _TEXT_WIDTH)
+
+
+def _line_metrics(scale: float) -> tuple[int, int]:
+    """Return a label line's height and its text's baseline, in pixels."""
+    (_, text_h), base = cv2.getTextSize("Ag", _FONT, scale, 1)
+    return text_h + base + 2, base
+
+
+def labels(result: FrameResult, frame: tuple[int, int]) -> list[tuple[list[str], Rect]]:
+    """Return each person's label (:func:`label_lines`) and where it goes in a ``frame`` (width, height).
+
+    In the persons' order, each label goes where it covers no label placed before it if it can
+    (:func:`_place`).
+    """
+    scale = _text_scale(frame[0])
+    line_h, _ = _line_metrics(scale)
+    min_width = round(_LABEL_MIN_WIDTH * scale / _TEXT_SCALE)
+    taken: list[Rect] = []
+    placed = []
+    for person in result.persons:
+        box = _rect(person.box)
+        lines = label_lines(person, max(box[2] - box[0], min_width), scale)
+        size = (max(_text_width(line, scale) for line in lines) + 4, line_h * len(lines))
+        taken.append(_place(size, box, frame, taken))
+        placed.append((lines, taken[-1]))
+    return placed
+
+
+def _write(image: np.ndarray, lines: list[str], spot: Rect, color: tuple[int, ...], scale: float) -> None:
+    """Write the lines on one dark band, legible over any background."""
+    line_h, base = _line_metrics(scale)
+    cv2.rectangle(image, spot[:2], spot[2:], _BAND, cv2.FILLED)
+    for i, line in enumerate(lines):
+        origin = (spot[0] + 2, spot[1] + (i + 1) * line_h - base - 1)
+        cv2.putText(image, line, origin, _FONT, scale, color, 1, cv2.LINE_AA)
 
 
 def draw(image: np.ndarray, result: FrameResult) -> np.ndarray:
-    """Return a copy of ``image`` with boxes, track ids and known attributes (with confidence) drawn.
+    """Return a copy of ``image`` with each person's box and compact label (:func:`labels`).
 
-    A track answered by an untrained model says so (:data:`UNTRAINED`) above its attributes.
+    The boxes go first, so that no box's line crosses a label.
     """
     out = image.copy()
-    for person in result.persons:
-        color = tuple(int(c) for c in _PALETTE[person.track_id % len(_PALETTE)])
-        x1, y1, x2, y2 = (int(v) for v in person.box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
-        lines = [f"#{person.track_id} {person.confidence:.2f}"]
-        if not person.attributes_trained:
-            lines.append(UNTRAINED)
-        lines += [f"{k}: {v} {person.attribute_scores[k]:.2f}"
-                  for k, v in person.attributes.items() if v != UNKNOWN][:4]
-        for i, text in enumerate(lines):
-            y = max(y1 - 4 - 13 * (len(lines) - 1 - i), 10)
-            _label(out, text, (x1, y), color)
+    colors = [tuple(int(c) for c in _PALETTE[p.track_id % len(_PALETTE)]) for p in result.persons]
+    for person, color in zip(result.persons, colors, strict=True):
+        box = _rect(person.box)
+        cv2.rectangle(out, box[:2], box[2:], color, 2)
+    scale = _text_scale(out.shape[1])
+    for (lines, spot), color in zip(labels(result, out.shape[1::-1]), colors, strict=True):
+        _write(out, lines, spot, color, scale)
     return out
 
 

@@ -327,7 +327,7 @@ class Source(ABC):
         self._frames_dropped = 0
         self._reconnects = 0
         self._last_error: str | None = None
-        self._rate = RecentTimes(window_s=2.0)
+        self._rate = RecentTimes()
         self._decode_measured = False
 
     @property
@@ -350,10 +350,11 @@ class Source(ABC):
             ``frames_dropped`` (never delivered: replaced by a newer live frame, or an
             image that did not decode), ``reconnects`` (attempts made after a failed or
             lost connection), ``input_fps`` (frames decoded per second, measured over
-            the last seconds; 0.0 when none), ``decode_cpu_percent`` (percent of one
-            core spent decoding over the same seconds; None where it is not measured:
-            files, which OpenCV decodes on threads of its own, and GStreamer pipelines),
-            ``last_error`` (str or None) and ``decoder`` (`decoder`).
+            :data:`~edge.runtime.rates.WINDOW_S` as the stream's other rates; 0.0 when
+            none), ``decode_cpu_percent`` (percent of one core spent decoding over the
+            same seconds; None where it is not measured: files, which OpenCV decodes on
+            threads of its own, and GStreamer pipelines), ``last_error`` (str or None)
+            and ``decoder`` (`decoder`).
         """
         with self._cond:
             recent = self._rate.figures(time.monotonic())
