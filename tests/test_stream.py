@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rtsp import rtsp_server, unavailable_reason
 
 from edge.bundle import Manifest, Models, load_bundle, write_manifest
 from edge.cli import main
@@ -204,3 +205,27 @@ def test_edge_run_at_a_detection_rate_detects_that_rate_and_keeps_the_tracks(bun
     assert len(half) == 30 and runs[5.0][1] == 30 and [r["frame"] for r in half] == list(range(0, 60, 2))
     tracks = [{d["track_id"] for r in results for d in r["detections"]} for results in (every, half)]
     assert 0 < len(tracks[1]) <= len(tracks[0]) + 2, f"tracks broke across the skipped frames: {tracks}"
+
+
+class _Latencies(Sink):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def write(self, result: FrameResult, image: np.ndarray) -> bool:
+        self.seconds.append(result.latency_s)
+        return True
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_a_stream_detecting_once_a_second_reports_each_frame_when_done_not_a_second_later(bundle_dir):
+    # A 30 fps camera detected once a second: a frame's outputs are back within its
+    # inference time, and the loop finishes it at the next frame read, not when the next
+    # detection fills the pipe (which reported every frame one period late).
+    detector = load_detector(load_bundle(bundle_dir), {"threads": 2})
+    settings = RuntimeSettings(attributes=False, detect_fps=1.0)
+    kept = _Latencies()
+    with rtsp_server() as server, open_source(server.url) as source:
+        StreamLoop(source, lambda: StreamModels(detector), lambda: settings, [kept]).run(max_frames=150)
+    detector.backend.close()
+    assert len(kept.seconds) >= 4
+    assert float(np.median(kept.seconds)) < 0.8, kept.seconds

@@ -8,8 +8,10 @@ computes at once (``Backend.parallel``: an RKNN pool has one per NPU core, an Op
 queue one per stream, onnxruntime's worker thread one) and one more, submitted behind
 them, so that the backend starts on the next frame the moment one is done. Meanwhile
 this thread reads and pre-processes the next frame and finishes the oldest in flight,
-in frame order: decode, track, dispatch and merge attributes, then the sinks. A live
-source still hands over only its newest frame: the loop takes one when it has room.
+in frame order: decode, track, dispatch and merge attributes, then the sinks; a frame
+whose outputs are back is finished at the next frame read, not held for more frames to
+fill the pipe. A live source still hands over only its newest frame: the loop takes one
+when it has room.
 Each frame is finished with one frozen settings snapshot, read when it is finished, so
 a live change reaches the detector's thresholds, the tracker and the send policy on the
 same frame, and nothing is written into shared objects.
@@ -163,6 +165,7 @@ class StreamLoop:
                 if stop() or (max_frames is not None and read >= max_frames):
                     break
                 read += 1
+                self._finish_done(in_flight)
                 if not pace.take(frame.timestamp, self.source.fps):
                     self.skipped += 1
                     continue
@@ -199,6 +202,16 @@ class StreamLoop:
         else:
             future = models.lane.submit([tensor], self._rate(self._settings()))
         in_flight.append(_InFlight(frame, models, letterbox, future, started))
+
+    def _finish_done(self, in_flight: deque[_InFlight]) -> None:
+        """Finish the oldest frames whose outputs are back.
+
+        Holding them for more frames to come would gain nothing: a stream detecting less
+        often than its source delivers (``detect_fps``, or a slow camera) would otherwise
+        report each frame one or more detection periods late.
+        """
+        while in_flight and in_flight[0].outputs.done():
+            self._finish(in_flight.popleft())
 
     def _drain(self, in_flight: deque[_InFlight]) -> None:
         while in_flight:
