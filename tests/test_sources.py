@@ -303,6 +303,8 @@ def test_unreachable_stream_fails_once_reconnects_are_exhausted(decoder: str) ->
         stats = source.stats()
     assert (stats["state"], stats["reconnects"], stats["frames_read"]) == ("failed", 2, 0)
     assert stats["last_error"].startswith(f"{url}: cannot open")
+    # Never connected: the decoder asked for is what it shows.
+    assert stats["decoder"] == {"opencv": "opencv", "ffmpeg": "ffmpeg/software"}[decoder]
 
 
 @every_decoder

@@ -526,6 +526,8 @@ class _LiveSource(Source):
     def __init__(self, uri: str, options: SourceOptions) -> None:
         super().__init__(uri, is_live=True, state=SourceState.CONNECTING)
         self._options = options
+        # What is asked for, until a connection says what decodes (a fall-back's reason).
+        self.decoder = _opencv_decoder(options) if options.decoder == "opencv" else f"ffmpeg/{options.preset}"
         self._opened_at = time.monotonic()
         self._pending: Frame | None = None
         self._open = _opener(uri, options)
