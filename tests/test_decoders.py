@@ -148,6 +148,16 @@ def test_this_ffmpeg_takes_timeout_for_rtsp() -> None:
     assert rtsp_timeout_option(find_tools("ffmpeg")[0]) == "-timeout"
 
 
+def test_requirements_are_what_ffmpeg_must_list_for_the_codecs() -> None:
+    assert PRESETS["rkmpp"].requirements() == {
+        "hwaccels": ["rkmpp"], "decoders": ["h264_rkmpp", "hevc_rkmpp"], "filters": ["scale_rkrga"],
+    }
+    assert PRESETS["nvmpi"].requirements(("hevc",)) == {
+        "hwaccels": [], "decoders": ["hevc_nvmpi"], "filters": ["scale"],
+    }
+    assert PRESETS["software"].requirements() == {"hwaccels": [], "decoders": [], "filters": ["scale"]}
+
+
 def test_software_is_always_available() -> None:
     assert choose_preset("ffmpeg", "software", "h264") == (PRESETS["software"], "software")
 

@@ -23,7 +23,12 @@ per device with its token in an ``ansible-vault`` encrypted ``vault.yml``. Then,
    server that asks for a password, the password from an ``ansible-vault`` encrypted file:
    the device processes both, its config.yaml is 0640, the password is in no output; one
    camera's URL changed: ``make deploy-check`` shows nothing secret, the deploy makes a new
-   release, restarts the service through the health gate, and the camera runs from its new URL.
+   release, restarts the service through the health gate, and the camera runs from its new URL;
+7. the ffmpeg decoder from the device's host_vars: the software preset with Debian's ffmpeg
+   (apt finds it installed) deploys and the camera is decoded by it; the rkmpp preset against
+   that same ffmpeg, which really lacks Rockchip's MPP, stops the play with what it lacks before
+   anything changes; with the software fallback allowed, the play warns, deploys, and the
+   service decodes in software as the warning said.
 
 The wheelhouse is built once (``make dist``, reused while the package is unchanged);
 nothing but 127.0.0.1 is ever a target.
@@ -48,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from rtsp import SYSTEM_PYTHON, RtspServer, unavailable_reason
 from sshd import SSHD, SshDevice, free_port, keygen
 from waiting import wait_until
@@ -687,12 +693,113 @@ def test_a_changed_camera_url_redeploys_through_the_gate(fleet: Fleet, camera_ri
     fleet.done()
 
 
+def _write_decoder(fleet: Fleet, device: Device, **variables: object) -> None:
+    """The device's decoder in its host_vars, as README.md's "Decoder" says."""
+    (fleet.inventory / "host_vars" / device.name / "decoder.yml").write_text(
+        "".join(f"{name}: {json.dumps(value)}\n" for name, value in variables.items())
+    )
+
+
+def _source(device: Device) -> dict:
+    """The ``source:`` of the configuration the device's service runs with."""
+    return yaml.safe_load((device.opt / "current" / "config.yaml").read_text())["source"]
+
+
+@pytest.mark.usefixtures("camera_rig")  # its RTSP servers feed the camera
+def test_the_ffmpeg_decoder_with_debians_ffmpeg(fleet: Fleet):
+    fleet.step("ffmpeg decoder")
+    device = fleet.devices[1]
+    gate = _cameras(device)["gate"]["video"]  # its URL, redacted
+    _write_decoder(fleet, device, edge_decoder="ffmpeg")  # the cpu target's preset: software
+    before = (device.current(), device.supervisor_pid())
+
+    run = fleet.playbook("--limit", device.name)
+
+    assert run.rc == 0, run.tail()
+    # Debian's ffmpeg is installed here (make system-deps): apt finds it and installs nothing.
+    install = "edge : Install Debian's ffmpeg, which has what the preset needs"
+    assert run.ran(install, device.name) and f"{install}: {device.name}" not in run.changed_tasks()
+    assert run.ran("edge : Check the ffmpeg has what the preset needs (or the software fallback is allowed)",
+                   device.name)
+    assert (device.current(), device.supervisor_pid()) != before  # a new configuration, through the gate
+    assert _source(device) == {"transport": "tcp", "decoder": "ffmpeg", "preset": "software",
+                               "ffmpeg_path": "ffmpeg"}
+    cameras = _wait_processing(device, gate=gate)
+    assert cameras["gate"]["stream"]["decoder"] == "ffmpeg/software"
+    fleet.done()
+
+
+# What the rkmpp preset needs that Debian's ffmpeg lacks, as the role names it.
+RKMPP_LACKS = "hwaccel rkmpp; decoders h264_rkmpp, hevc_rkmpp; filter scale_rkrga"
+
+
+def test_a_preset_the_ffmpeg_lacks_stops_the_play_before_any_change(fleet: Fleet):
+    fleet.step("ffmpeg without the preset")
+    device = fleet.devices[1]
+    # Debian's ffmpeg as the device's "vendor" ffmpeg: it really has no Rockchip MPP.
+    ffmpeg = shutil.which("ffmpeg")
+    _write_decoder(fleet, device, edge_decoder="ffmpeg", edge_ffmpeg_preset="rkmpp", edge_ffmpeg_path=ffmpeg)
+    before = (device.current(), device.supervisor_pid(), device.bundles())
+
+    run = fleet.playbook("--limit", device.name)
+
+    assert run.rc != 0
+    assert (f"{device.name}: the ffmpeg decoder's preset rkmpp needs what {ffmpeg} (edge_ffmpeg_path) lacks: "
+            f"{RKMPP_LACKS}. Install ffmpeg-rockchip") in run.output, run.tail()
+    assert "edge_ffmpeg_preset: software" in run.output and "edge_ffmpeg_fallback: true" in run.output
+    assert run.recap()[device.name]["changed"] == 0
+    assert not run.ran("edge : Create the service group", device.name)
+    assert (device.current(), device.supervisor_pid(), device.bundles()) == before
+    assert device.get("/ready")[0] == 200
+    fleet.done()
+
+
+@pytest.mark.usefixtures("camera_rig")  # its RTSP servers feed the camera
+def test_the_software_fallback_deploys_with_a_warning(fleet: Fleet):
+    fleet.step("ffmpeg fallback")
+    device = fleet.devices[1]
+    ffmpeg = shutil.which("ffmpeg")
+    _write_decoder(fleet, device, edge_decoder="ffmpeg", edge_ffmpeg_preset="rkmpp", edge_ffmpeg_path=ffmpeg,
+                   edge_ffmpeg_fallback=True)
+    gate = _cameras(device)["gate"]["video"]
+    before = (device.current(), device.supervisor_pid())
+
+    run = fleet.playbook("--limit", device.name)
+
+    assert run.rc == 0, run.tail()
+    words = " ".join(run.output.split())  # the callback folds the message's lines
+    assert (f"WARNING: {device.name}: {ffmpeg} lacks what the preset rkmpp of the ffmpeg decoder needs "
+            f"({RKMPP_LACKS}); deploying anyway") in words, run.tail()
+    assert (device.current(), device.supervisor_pid()) != before
+    assert _source(device) == {"transport": "tcp", "decoder": "ffmpeg", "preset": "rkmpp",
+                               "ffmpeg_path": ffmpeg}
+    # The service asks the same ffmpeg, finds what the play found, and decodes in software.
+    cameras = _wait_processing(device, gate=gate)
+    assert cameras["gate"]["stream"]["decoder"] == \
+        "ffmpeg/software (rkmpp unavailable: ffmpeg has no hwaccel rkmpp)"
+    fleet.done()
+
+
+def test_the_roles_decoder_tables_are_the_runtimes():
+    # What ffmpeg must list per preset, and each target's preset, held to edge/runtime/decoders.py:
+    # otherwise the role would pass an ffmpeg the service then falls back from, or check another preset.
+    from edge.convert.targets import TARGETS
+    from edge.runtime.decoders import PRESETS, target_preset
+
+    roles = ANSIBLE / "roles"
+    presets = yaml.safe_load((roles / "edge" / "vars" / "main.yml").read_text())["edge_ffmpeg_presets"]
+    listings = PRESETS["software"].requirements().keys()
+    assert {name: {k: spec[k] for k in listings} for name, spec in presets.items()} == \
+        {name: preset.requirements() for name, preset in PRESETS.items()}
+    platform = yaml.safe_load((roles / "edge_platform" / "defaults" / "main.yml").read_text())
+    assert {name: spec["ffmpeg_preset"] for name, spec in platform["edge_platform_targets"].items()} == \
+        {target: target_preset(target) for target in TARGETS}
+
+
 def test_the_roles_platform_table_holds_every_target_with_its_npu_cores():
     # The Ansible role cannot import the package on the host, so its table of what a target
     # needs from a device is YAML; it must name the conversion targets and the runtime's NPU
     # cores per SoC, or a device passes the platform check with the wrong board.
-    import yaml
-
     from edge.convert.targets import TARGETS
     from edge.runtime.backends.rknnlite import NPU_CORES
 

@@ -22,7 +22,9 @@ qsv
 
 A preset whose hwaccel, decoder, filter or device this machine lacks is replaced by
 ``software`` (`choose_preset`); the reason is logged once per process. Anything else
-FFmpeg can do goes in ``SourceOptions.input_args``, added before ``-i``.
+FFmpeg can do goes in ``SourceOptions.input_args``, added before ``-i``. What ffmpeg must
+list for a preset (`Preset.requirements`) is also what the Ansible role checks on a device
+before it deploys (deploy/ansible/README.md, "Decoder").
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ SOFTWARE = "software"
 STDERR_LINES = 3
 # Listing ffmpeg's abilities and opening a device take well under this; more is a hang.
 CHECK_TIMEOUT_S = 10.0
+CODECS = ("h264", "hevc")
+"""The codecs cameras send, as ffprobe names them: what a device's ffmpeg is checked for."""
 
 
 class DecoderError(Exception):
@@ -84,6 +88,29 @@ class Preset:
     def decoder_for(self, codec: str) -> str | None:
         """Return the decoder to force for ``codec``, or None to let ffmpeg choose."""
         return self.decoder.format(codec=codec) if self.decoder else None
+
+    def requirements(self, codecs: tuple[str, ...] = CODECS) -> dict[str, list[str]]:
+        """Return what ffmpeg must list for this preset to decode ``codecs``.
+
+        Parameters
+        ----------
+        codecs : tuple of str
+            Codecs as ffprobe names them.
+
+        Returns
+        -------
+        dict
+            Per listing of ffmpeg (``hwaccels``, ``decoders``, ``filters``: what
+            ``ffmpeg -hide_banner -decoders`` and the others print), the names it must
+            hold, in that order; e.g. ``{"hwaccels": ["rkmpp"], "decoders": ["h264_rkmpp",
+            "hevc_rkmpp"], "filters": ["scale_rkrga"]}``.
+        """
+        decoders = [self.decoder_for(codec) for codec in codecs]
+        return {
+            "hwaccels": [self.hwaccel] if self.hwaccel else [],
+            "decoders": [decoder for decoder in decoders if decoder],
+            "filters": [self.scaler],
+        }
 
 
 PRESETS: dict[str, Preset] = {
@@ -330,11 +357,10 @@ def stderr_tail(text: str) -> str:
 
 def _unavailable_reason(ffmpeg: str, preset: Preset, codec: str) -> str | None:
     """Say what this ffmpeg or machine lacks to run ``preset`` on ``codec``; None if nothing."""
-    wanted = [("-hwaccels", "hwaccel", preset.hwaccel), ("-decoders", "decoder", preset.decoder_for(codec))]
-    wanted.append(("-filters", "filter", preset.scaler))
-    for flag, kind, name in wanted:
-        if name is not None and not _lists(ffmpeg, flag, name):
-            return f"ffmpeg has no {kind} {name}"
+    for listing, names in preset.requirements((codec,)).items():
+        for name in names:
+            if not _lists(ffmpeg, f"-{listing}", name):
+                return f"ffmpeg has no {listing.removesuffix('s')} {name}"
     return _device_error(ffmpeg, preset.hwaccel) if preset.hwaccel else None
 
 
