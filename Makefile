@@ -262,6 +262,9 @@ venv-deploy: $(DEPLOY_VENV)/.done
 
 $(WHEEL): pyproject.toml README.md $(shell find edge -type f -not -path '*/__pycache__/*') | $(VENV)/.done
 	mkdir -p $(DIST)
+	# setuptools builds in build/lib and keeps what it copied there: a module since moved
+	# (edge/settings.py, now a package) would travel in the wheel.
+	rm -rf build/lib build/bdist.*
 	SOURCE_DATE_EPOCH=315532800 $(PY) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
 
 wheel: $(WHEEL)

@@ -280,6 +280,16 @@ def fleet(dist: Path):
             shutil.rmtree(base, ignore_errors=True)
 
 
+def test_the_wheel_holds_the_package_as_it_is_and_nothing_stale(dist: Path):
+    listing = ["git", "ls-files", "edge"]
+    tracked = subprocess.run(listing, cwd=ROOT, capture_output=True, text=True, check=True)
+    sources = {name for name in tracked.stdout.split() if name.endswith(".py")}
+    (wheel,) = dist.glob("silhouette_edge-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name for name in archive.namelist() if name.startswith("edge/") and name.endswith(".py")}
+    assert packed == sources, {"stale": sorted(packed - sources), "missing": sorted(sources - packed)}
+
+
 def test_the_wheelhouse_brings_no_torch_and_no_agpl_code(dist: Path):
     """What a device installs: its trackers are numpy; BoxMOT (AGPL, torch) is an extra."""
     pinned = (dist / "wheelhouse-cpu" / "requirements.txt").read_text().lower().split()
@@ -570,7 +580,7 @@ def _write_cameras(fleet: Fleet, device: Device, gate_url: str) -> None:
     (fleet.inventory / "host_vars" / device.name / "cameras.yml").write_text(
         "edge_cameras:\n"
         "  - {name: lobby, url: lobby.avi, realtime: true, thresholds: {conf_th: 0.5}}\n"
-        f'  - {{name: gate, url: "{gate_url}", transport: tcp}}\n'
+        f'  - {{name: gate, url: "{gate_url}", transport: tcp, detect: {{fps: 5}}}}\n'
     )
 
 
@@ -651,6 +661,7 @@ def test_cameras_from_host_vars_and_the_vault(fleet: Fleet, camera_rig: CameraRi
     lobby = str(media / "lobby.avi")  # shown resolved under the media root
     cameras = _wait_processing(device, lobby=lobby, gate=gate.redacted)
     assert cameras["lobby"]["thresholds"] == {"conf_th": 0.5}
+    assert cameras["gate"]["stream"]["detect_fps"] == 5
     config = device.opt / "current" / "config.yaml"
     info = config.stat()
     assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 0, pwd.getpwnam(device.user).pw_gid)
