@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from rtsp import RtspServer, free_port, rtsp_server, unavailable_reason
+from rtsp import RtspServer, encoded_clip, free_port, rtsp_server, unavailable_reason
 from waiting import wait_until
 
+from edge.runtime.decoders import StreamInfo, StreamInput, probe
 from edge.runtime.sources import (
     DECODERS,
     Frame,
@@ -349,6 +350,23 @@ def test_rtsp_of_the_real_clip(clip: Path) -> None:
 
 
 @needs_rtsp
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_a_pre_encoded_stream_is_served_as_it_is_looped_in_real_time(
+    clip: Path, tmp_path: Path, codec: str
+) -> None:
+    stream = encoded_clip(clip, codec, size=(320, 240), frames=25, folder=tmp_path)  # one second
+    with rtsp_server(codec=codec, stream=stream) as server, open_source(server.url, LIVE) as source:
+        served = probe(StreamInput(server.url), "ffprobe", timeout_s=30)
+        first = take(source, 1)[0]
+        wait_until(lambda: source.stats()["frames_read"] >= 100, "four times the file's frames")
+        stats = source.stats()
+    assert served == StreamInfo({"h264": "h264", "h265": "hevc"}[codec], (320, 240), 25.0)
+    assert first.image.shape == (240, 320, 3)
+    # One stream without a break, at its own rate over the last seconds (not in a burst).
+    assert stats["reconnects"] == 0 and 20 < stats["input_fps"] < 30, stats
+
+
+@needs_rtsp
 @every_decoder
 def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(server: RtspServer, decoder: str) -> None:
     with open_source(server.url, live(decoder=decoder)) as source:
@@ -503,7 +521,9 @@ def decode_cpu_percent(url: str, decoder: str) -> float:
 
 @needs_rtsp
 @every_decoder
-def test_decode_cost_is_measured_per_camera_and_grows_with_the_picture(server: RtspServer, decoder: str) -> None:
+def test_decode_cost_is_measured_per_camera_and_grows_with_the_picture(
+    server: RtspServer, decoder: str
+) -> None:
     with rtsp_server(width=1280, height=720) as large:
         costs = [decode_cpu_percent(url, decoder) for url in (server.url, large.url)]
     assert 0 < costs[0] < 100 * (os.cpu_count() or 1)
