@@ -70,6 +70,7 @@ from edge.runtime.sources import DECODERS  # noqa: E402
 TOLERANCE = 0.10
 """A camera keeps up while its achieved rate is within this share of its configured one."""
 CODECS = ["h264", "h265"]
+"""The codecs the cameras' stream comes in (``tests/rtsp.py``'s ``encoded_clip``)."""
 MEASUREMENTS = 2
 """How often N cameras are measured before they count as not sustained: on a machine shared
 with other work, a passing burst of its load should not end the search."""
@@ -155,6 +156,7 @@ def camera(name: str, url: str, setup: Setup, preset: str, size: tuple[int, int]
 
 
 def detected(service: EdgeService, name: str) -> bool:
+    """Whether the camera's stream has detected a frame yet."""
     stream = service.json("GET", f"/api/cameras/{name}")["stream"]
     return stream is not None and stream["frames_processed"] > 0
 
