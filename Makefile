@@ -61,7 +61,7 @@ venv-rknn: $(RKNN_VENV)/.done
 
 # Debian packages the tests need (RTSP server, ffmpeg). Needs root; skipped when present.
 SYSTEM_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
 	gstreamer1.0-libav openssh-server python3-venv systemd mosquitto chromium
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \

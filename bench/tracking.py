@@ -35,9 +35,6 @@ runs on NumPy 2 as it is.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,10 +46,10 @@ ROOT = TESTS.parent
 sys.path[:0] = [str(TESTS)]
 
 import motmetrics as mm  # noqa: E402
+from machine import machine  # noqa: E402
 from scenes import Scene, background, make_scenes, match, select_people  # noqa: E402
 
 from edge.bundle import load_bundle  # noqa: E402
-from edge.runtime.device import cpu_model  # noqa: E402
 from edge.runtime.golden import box_iou  # noqa: E402
 from edge.runtime.models import load_detector  # noqa: E402
 from edge.runtime.trackers import TrackerError, check_tracker, make_tracker, tracker_names  # noqa: E402
@@ -62,15 +59,6 @@ IOU_TH = 0.5
 METRICS = ["idf1", "mota", "num_switches", "num_false_positives", "num_misses", "num_objects"]
 Detections = dict[tuple[str, int], np.ndarray]
 """(scene, frame index at the clip's rate) -> ``N x 6`` detections."""
-
-
-def machine() -> str:
-    """Return the date, commit, CPU and load: where and when the figures were taken."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"date {datetime.datetime.now().isoformat(timespec='seconds')}, commit {commit}, "
-            f"CPU {cpu_model() or 'unknown'} ({os.cpu_count()} cores), load average {load}")
 
 
 def detect(scenes: list[Scene], bundle: Path, threads: int) -> tuple[Detections, np.ndarray]:

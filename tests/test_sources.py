@@ -18,10 +18,11 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from rtsp import RtspServer, free_port, rtsp_server, unavailable_reason
+from rtsp import RtspServer, encoded_clip, free_port, rtsp_server, unavailable_reason
 from waiting import wait_until
 
 from edge.runtime import sources
+from edge.runtime.decoders import StreamInfo, StreamInput, probe
 from edge.runtime.rates import RecentTimes
 from edge.runtime.sources import (
     DECODERS,
@@ -366,6 +367,23 @@ def test_rtsp_of_the_real_clip(clip: Path) -> None:
         frames = take(source, 3)
         assert source.size == (768, 576)
     assert {f.image.shape for f in frames} == {(576, 768, 3)}
+
+
+@needs_rtsp
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_a_pre_encoded_stream_is_served_as_it_is_looped_in_real_time(
+    clip: Path, tmp_path: Path, codec: str
+) -> None:
+    stream = encoded_clip(clip, codec, size=(320, 240), frames=25, folder=tmp_path)  # one second
+    with rtsp_server(codec=codec, stream=stream) as server, open_source(server.url, LIVE) as source:
+        served = probe(StreamInput(server.url), "ffprobe", timeout_s=30)
+        first = take(source, 1)[0]
+        wait_until(lambda: source.stats()["frames_read"] >= 100, "four times the file's frames")
+        stats = source.stats()
+    assert served == StreamInfo({"h264": "h264", "h265": "hevc"}[codec], (320, 240), 25.0)
+    assert first.image.shape == (240, 320, 3)
+    # One stream without a break, at its own rate over the last seconds (not in a burst).
+    assert stats["reconnects"] == 0 and 20 < stats["input_fps"] < 30, stats
 
 
 @needs_rtsp
