@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 ROOT = TESTS.parent
 sys.path[:0] = [str(TESTS)]
 
+from machine import machine  # noqa: E402 - beside this script
 from service import EdgeService  # noqa: E402
 
 MB = 1 << 20
@@ -187,12 +187,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, metavar="REV", help="a git revision beside this tree")
     parser.add_argument("--long-seconds", type=float, default=0.0, help="the flat-RSS run (600: 10 minutes)")
     args = parser.parse_args()
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                          text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, commit {head}, {cpu}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}; bundle {args.bundle}, cameras on {args.clip} in real time, "
+    print(f"{machine()}; bundle {args.bundle}, cameras on {args.clip} in real time, "
           f"RSS after {args.seconds:.0f} s")
     trees: dict[str, Path | None] = {"this tree": None}
     with tempfile.TemporaryDirectory() as tmp, maybe_baseline(args.baseline) as base:
