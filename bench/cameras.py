@@ -16,10 +16,11 @@ the cap); the table gives, per combination:
 
 - the largest N sustained, the lowest camera's achieved rate there and at N + 1;
 - the decoder as ``/status`` names it (a preset that fell back to software says so) and
-  the size frames are decoded at (the first camera's snapshot's): the full 1920x1080
-  unless ``--decode-size`` sets the cameras' ``detect: {width, height}``;
+  the size frames are decoded at (the first camera's snapshot's): the service's default,
+  the detector's input at the camera's aspect (640x360 for a 640x640 detector), unless
+  ``--decode-size`` sets the cameras' ``detect: {width, height}`` (1920x1080: full size);
 - the CPU each camera's decoding takes (its ``decode_cpu_percent``: percent of one core
-  over the last 2 s, the mean over the samples and the cameras at the largest N);
+  over the last seconds, the mean over the samples and the cameras at the largest N);
 - the service's RSS (the main process and its ffmpeg decoders; not the attribute
   process, which no camera adds to) with no camera running and at the largest N, what
   each camera added (the difference over N), and of it its ffmpeg decoder's.
@@ -65,6 +66,7 @@ from service import EdgeService  # noqa: E402
 from waiting import wait_until  # noqa: E402
 
 from edge.runtime.decoders import PRESETS, StreamInput, probe  # noqa: E402
+from edge.runtime.rates import WINDOW_S  # noqa: E402
 from edge.runtime.sources import DECODERS  # noqa: E402
 
 TOLERANCE = 0.10
@@ -183,7 +185,7 @@ def start(service: EdgeService, name: str, warmup: float) -> None:
     service.json("POST", f"/api/cameras/{name}/start")
     with suppress(AssertionError):  # a camera that never detects fails the trial by its rate
         wait_until(lambda: detected(service, name), f"{name}'s first detection", FIRST_FRAME_S)
-    time.sleep(warmup)  # past the 2 s window of the figures, and the others settled with one more
+    time.sleep(warmup)  # past the figures' window: the others' rates are those with one more
 
 
 def trial(service: EdgeService, names: list[str], seconds: float) -> Trial:
@@ -280,9 +282,10 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="software", help="the ffmpeg decoder's")
     parser.add_argument("--detect-fps", action="append", type=float, help="(repeatable) default: 5 and 10")
     parser.add_argument("--decode-size", type=size, default=None, metavar="WxH",
-                        help="the cameras' detect: {width, height} (default: unset, the full size)")
+                        help="the cameras' detect: {width, height} (default: the detector's input's fit)")
     parser.add_argument("--max-cameras", type=int, default=8)
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds after a camera's first detection")
+    parser.add_argument("--warmup", type=float, default=WINDOW_S,
+                        help="seconds after a camera's first detection (default: the figures' window)")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds measured per trial")
     args = parser.parse_args()
     started = time.monotonic()
