@@ -19,11 +19,15 @@ The manifest's ``models`` maps a task (``detector``, ``attributes``) to an entry
     The files the model file is read with and their hashes, ``{"detector.bin": sha256}``:
     an OpenVINO IR ``.xml`` holds the graph, the ``.bin`` of the same name its weights.
 ``input``
-    ``name``, ``shape`` (``-1`` for a dynamic axis), ``layout`` (``NCHW``), ``dtype``.
+    ``name``, ``shape`` (``-1`` for a dynamic axis), ``layout`` (``NCHW``), ``dtype``
+    (``float32``; ``uint8`` for a model that takes the pixels and normalizes inside:
+    RKNN's, and OpenVINO IR with the pre-processing folded in).
 ``preprocess``
     ``resize`` (``letterbox`` or ``longest-center``), ``pad_value``, ``color``
     (``RGB``/``BGR``), ``mean`` and ``std`` in pixel units (``x = (pixel - mean) / std``,
-    the convention of rknn-toolkit2's ``mean_values``/``std_values``).
+    the convention of rknn-toolkit2's ``mean_values``/``std_values``). For a ``uint8``
+    input, ``color`` is the order of the channels fed and ``mean``/``std`` say, in that
+    order, what the model does inside.
 ``output``
     ``layout`` (detector: ``yolov8-stock``, ``yolov8-split`` or ``yolov8-dfl``;
     attributes: ``per-attribute``), ``names``, and for ``yolov8-dfl`` the ``strides``.
@@ -87,7 +91,8 @@ class InputSpec(_Spec):
     shape: list[int] = Field(description="-1 for a dynamic axis")
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     dtype: Literal["float32", "uint8"] = Field(
-        "float32", description="uint8: the model normalizes inside (RKNN's mean_values/std_values)")
+        "float32", description="uint8: the model normalizes inside (RKNN's mean_values/std_values, "
+                               "OpenVINO's PrePostProcessor)")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -96,7 +101,11 @@ class InputSpec(_Spec):
 
 
 class Preprocess(_Spec):
-    """How an image becomes the input tensor: ``x = (pixel - mean) / std``, in pixel units."""
+    """How an image becomes the input tensor: ``x = (pixel - mean) / std``, in pixel units.
+
+    For a ``uint8`` input the model does the arithmetic inside: ``color`` is the channel
+    order it is fed, and ``mean`` and ``std`` follow that order.
+    """
 
     resize: Literal["letterbox", "longest-center"] | None = Field(
         None, description="what the task's pre-processing does: the detector letterboxes, "

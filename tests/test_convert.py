@@ -302,6 +302,12 @@ def test_every_target_opens_its_toolchain(bundle_dir: Path) -> None:
     on_jetson = onnx_entry.model_copy(update={"backend": "tensorrt"})
     assert toolchains["jetson-orin"].bundle_entry(onnx_entry) == on_jetson
     assert toolchains["cpu"].bundle_entry(onnx_entry) == onnx_entry
+    # OpenVINO's IR takes the device's uint8 NHWC BGR pixels: the mean and std follow the channels.
+    crops = toolchains["openvino"].bundle_entry(load_bundle(bundle_dir).model("attributes"))
+    assert crops.input.model_dump() == {"name": "crops", "shape": [-1, 224, 224, 3], "layout": "NHWC",
+                                        "dtype": "uint8"}
+    assert (crops.preprocess.color, crops.preprocess.mean, crops.precision) == (
+        "BGR", [103.53, 116.28, 123.675], "f32")
     assert algorithms_by_toolchain() == {
         "RKNN": ("normal", "kl_divergence", "mmse"), "ONNX": ("percentile", "minmax", "entropy"),
         "OpenVINO": ("mixed", "performance"),

@@ -262,7 +262,7 @@ def images_bar(items: list[Any], desc: str, progress: bool) -> Any:
 
 
 def input_tensor(entry: ModelEntry, path: Path) -> np.ndarray:
-    """Read an image of the calibration set as the FP32 model's input, a batch of one.
+    """Read an image of the calibration set as a model's input, a batch of one.
 
     The set's images are already at the model's input size (frames letterboxed, crops
     resized, see :mod:`edge.convert.calibrate`); the runtime's own colour order,
@@ -272,7 +272,8 @@ def input_tensor(entry: ModelEntry, path: Path) -> np.ndarray:
     Parameters
     ----------
     entry : ModelEntry
-        The model's manifest entry: its ``preprocess`` and ``input``.
+        The model's manifest entry, its ``preprocess`` and ``input``: the FP32 model's,
+        or the one a toolchain writes into the bundle (the input the device feeds).
     path : Path
         An image of the set (calibration, held-out or golden).
 
