@@ -12,7 +12,10 @@ For one bundle, in one run, prints frames per second of
 - the tracker's update alone, on the detector's detections of the same frames;
 
 the in-flight gain over serial, and the ratios end-to-end / bare (targets on 2 cores:
->= 0.93 off, >= 0.85 on). ``--rknn-standin`` runs the same on the RKNNLite stand-in
+>= 0.93 off, >= 0.85 on). The bare backend and the loop with attributes off and on are
+measured side by side in ``--rounds`` rounds (3): each round's ratios are to its own bare
+figure, and their median is shown with their range, so that a shared machine's load,
+which moves within a minute, weighs less. ``--rknn-standin`` runs the same on the RKNNLite stand-in
 (tests/standins) whose three cores answer with the bundle's ONNX after a simulated
 latency, to show three frames in flight on an RK3588's pool.
 
@@ -39,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Manifest, Models, load_bundle, write_manifest
+from edge.bundle import Bundle, Manifest, Models, load_bundle, write_manifest
 from edge.runtime.backends.base import Backend
 from edge.runtime.detector import Detector
 from edge.runtime.models import load_detector, model_options, start_attribute_worker
@@ -174,12 +177,39 @@ def standin_bundle(bundle_dir: Path, folder: Path, latency_s: float, source_uri:
     return folder
 
 
+def side_by_side(
+    detector: Detector, bundle: Bundle, off: RuntimeSettings, on: RuntimeSettings, source: str, frames: int
+) -> tuple[float, float, float, dict]:
+    """One round, one after the other: the bare backend, the loop with attributes off, then on.
+
+    Returns
+    -------
+    tuple
+        The three figures (frames a second; NaN with attributes on for a bundle without
+        them) and the attribute process's counts.
+    """
+    bare = bare_fps(detector, source, frames)
+    off_fps, _ = loop_fps(detector, bundle, off, source, frames)
+    on_fps, stats = loop_fps(detector, bundle, on, source, frames) if bundle.has("attributes") else (
+        float("nan"), {})
+    return bare, off_fps, on_fps, stats
+
+
+def ratios(rounds: list[tuple[float, float, float, dict]], which: int) -> str:
+    """Say the median of the rounds' ratios of figure ``which`` to their bare one, and their range."""
+    each = sorted(r[which] / r[0] for r in rounds)
+    return f"{float(np.median(each)):.3f} ({each[0]:.3f}-{each[-1]:.3f})"
+
+
 def main() -> None:
     """Measure and print figures and ratios, all in this one run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="data/vtest.avi")
     parser.add_argument("--bundle", type=Path, default=Path("models/default/cpu"))
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of bare, attrs off and attrs on, side by side: the ratios are each "
+                             "round's, their median shown with their range (a shared machine's load moves)")
     parser.add_argument("--threads", type=int, default=None, help="detector threads (default: the backend's)")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         help="more detector backend options (integers as such)")
@@ -201,15 +231,15 @@ def main() -> None:
               f"{' on the RKNNLite stand-in' if args.rknn_standin is not None else ''}, "
               f"{type(detector.backend).__name__} {detector.backend.parallel} in parallel, "
               f"options {options}, load {os.getloadavg()[0]:.1f}")
-        bare = bare_fps(detector, args.source, args.frames)
+        on = off.model_copy(update={"attributes": True})
+        rounds = [side_by_side(detector, bundle, off, on, args.source, args.frames)
+                  for _ in range(args.rounds)]
+        bare, flight, with_attrs = (float(np.median([r[k] for r in rounds])) for k in range(3))
+        stats = rounds[-1][3]
         backend = detector.backend
         detector.backend = Serial(backend)
         serial, _ = loop_fps(detector, bundle, off, args.source, args.frames)
         detector.backend = backend
-        flight, _ = loop_fps(detector, bundle, off, args.source, args.frames)
-        on = off.model_copy(update={"attributes": True})
-        with_attrs, stats = (loop_fps(detector, bundle, on, args.source, args.frames)
-                             if bundle.has("attributes") else (float("nan"), {}))
         as_nice, stats_as_nice = (loop_fps(detector, bundle, on, args.source, args.frames, niceness=0)
                                   if bundle.has("attributes") else (float("nan"), {}))
         tracking = tracker_ms(detector, args.source, min(args.frames, 100), off.tracker)
@@ -219,11 +249,13 @@ def main() -> None:
             asked = args.precisions.split(",") if args.precisions else offered_precisions()
             precisions = [backend.precision] + [p for p in asked if p != backend.precision]
             by_precision = precision_figures(bundle, options, args.source, args.frames, precisions)
+    print(f"fps: the median of {args.rounds} rounds; ratios: each round's to its own bare figure, "
+          "their median (lowest-highest)")
     print(f"bare backend, in flight           {bare:6.2f} fps")
     print(f"end to end, serial, attrs off     {serial:6.2f} fps  ratio {serial / bare:.3f}")
-    print(f"end to end, in flight, attrs off  {flight:6.2f} fps  ratio {flight / bare:.3f} (target >= 0.93), "
+    print(f"end to end, in flight, attrs off  {flight:6.2f} fps  ratio {ratios(rounds, 1)} (target >= 0.93), "
           f"in-flight gain {flight / serial:.2f}x")
-    print(f"end to end, in flight, attrs on   {with_attrs:6.2f} fps  ratio {with_attrs / bare:.3f} "
+    print(f"end to end, in flight, attrs on   {with_attrs:6.2f} fps  ratio {ratios(rounds, 2)} "
           f"(target >= 0.85; the attribute process {NICENESS} nicer)")
     print(f"  the same, attribute process as nice {as_nice:6.2f} fps  ratio {as_nice / bare:.3f}")
     print(f"tracker {off.tracker} update       {tracking:6.2f} ms a frame, "
