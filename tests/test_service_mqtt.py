@@ -97,10 +97,7 @@ def test_each_track_of_the_clip_is_new_then_ended_once(service, subscriber):
 
 
 def test_an_outage_slows_no_stream_and_what_waited_arrives(service, broker, subscriber):
-    # Long enough never to end during the test: a job that ends while the broker is away
-    # queues its tracks' end events, which push the outage's out of the bounded queue
-    # (under a loaded CI the outage and the reconnect's backoff outlasted a 120 s job).
-    job(service, "outage", 900)
+    job(service, "outage", 120)
 
     def processed() -> int:
         return service.job("outage")["streams"][0]["frames_processed"]
