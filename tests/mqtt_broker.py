@@ -53,6 +53,7 @@ class Broker:
             lines += ["allow_anonymous true"]
         self._conf.write_text("\n".join(lines) + "\n")
         self._process: subprocess.Popen | None = None
+        self._holder: socket.socket | None = None
 
     def _password_file(self, passwords: dict[str, str]) -> Path:
         assert MOSQUITTO_PASSWD is not None, "mosquitto_passwd is needed for a broker with passwords"
@@ -69,6 +70,9 @@ class Broker:
         self._process = subprocess.Popen([MOSQUITTO, "-c", str(self._conf)], stdout=log, stderr=log)
         log.close()
         wait_until(self._accepts, f"mosquitto on port {self.port} (see {self.folder}/mosquitto.log)", 20)
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -77,6 +81,19 @@ class Broker:
             self._process.send_signal(sig)
             self._process.wait(20)
         self._process = None
+        self._hold_port()
+
+    def _hold_port(self) -> None:
+        """Keep the port bound while the broker is down, until :meth:`start` has it listening.
+
+        Another test's free port could otherwise be this one: its server (another broker,
+        in the full parallel suite) would answer this broker's clients. Bound with
+        SO_REUSEADDR and not listening, the holder lets mosquitto (which sets it too) bind.
+        """
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", self.port))
+        self._holder = holder
 
     def _accepts(self) -> bool:
         assert self._process is not None and self._process.poll() is None, "mosquitto exited"
