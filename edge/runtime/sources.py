@@ -21,9 +21,9 @@ bounded open and read timeouts so a dead camera cannot hang the reader:
 
 ``"opencv"`` (the default)
     OpenCV's FFmpeg backend, in software at the stream's full size (then resized to
-    ``output_size``, or to fit ``fit_size``, if one is asked). ``SourceOptions.gstreamer`` gives a GStreamer
-    pipeline to open instead (OpenCV must be built with GStreamer, as JetPack's is; the
-    PyPI wheel is not).
+    ``output_size``, or to fit ``fit_size``, if one is asked). ``SourceOptions.gstreamer``
+    gives a GStreamer pipeline to open instead (OpenCV must be built with GStreamer, as
+    JetPack's is; the PyPI wheel is not).
 ``"ffmpeg"``
     An ``ffmpeg`` subprocess (`edge.runtime.decoders`), after ``ffprobe`` has read the
     stream's codec and native size. It decodes with ``SourceOptions.preset``
@@ -44,6 +44,7 @@ board's cores, and the cost is measurable per camera).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import selectors
@@ -93,6 +94,8 @@ _FFMPEG_EXIT_S = 1.0
 # it stopped.
 _STDERR_CHUNK = 4096
 _STDERR_KEPT = 16384
+# How often an ffmpeg subprocess's CPU time is read for its decode cost.
+_CPU_READ_EVERY_S = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -755,13 +758,17 @@ class _FFmpegConnection(_Connection):
         self._selector.register(self._process.stdout, selectors.EVENT_READ)
         self._selector.register(self._process.stderr, selectors.EVENT_READ)
         self._usage = psutil.Process(self._process.pid)
-        self._cpu_s = 0.0
+        self._cpu_s, self._cpu_read_at = 0.0, -math.inf
 
     @property
     def cpu_s(self) -> float:
-        with suppress(psutil.Error):  # it exited: its last reading stands
-            times = self._usage.cpu_times()
-            self._cpu_s = times.user + times.system
+        # Read from /proc at most twice a second, not at every frame: the meter sums what
+        # it is given over its window, so a reading that comes in steps loses nothing.
+        if time.monotonic() - self._cpu_read_at >= _CPU_READ_EVERY_S:
+            self._cpu_read_at = time.monotonic()
+            with suppress(psutil.Error):  # it exited: its last reading stands
+                times = self._usage.cpu_times()
+                self._cpu_s = times.user + times.system
         return self._cpu_s
 
     def read(self) -> np.ndarray | None:
