@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +67,24 @@ class Serial(Backend):
         return self.inner.run(inputs)
 
 
-def bare_fps(detector: Detector, source_uri: str, frames: int) -> float:
-    """Inference only on pre-processed frames, ``parallel + 1`` in flight as the loop keeps them."""
+def bare_fps(detector: Detector, source_uri: str, frames: int) -> tuple[float, float]:
+    """Inference only on pre-processed frames, ``parallel + 1`` in flight as the loop keeps them.
+
+    Returns frames a second and this process's CPU milliseconds a frame.
+    """
     backend = detector.backend
     with open_source(source_uri) as source:
         tensors = [detector.preprocess(f.image)[0] for f, _ in zip(source, range(frames), strict=False)]
     backend.run([tensors[0]])  # warm-up
     in_flight: deque = deque()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for tensor in tensors:
         in_flight.append(backend.submit([tensor]))
         while len(in_flight) > backend.parallel:
             in_flight.popleft().result()
     for future in in_flight:
         future.result()
-    return len(tensors) / (time.perf_counter() - start)
+    return len(tensors) / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / len(tensors)
 
 
 def tracker_ms(detector: Detector, source_uri: str, frames: int, name: str) -> float:
@@ -98,8 +102,12 @@ def tracker_ms(detector: Detector, source_uri: str, frames: int, name: str) -> f
 def loop_fps(
     detector: Detector, bundle, settings: RuntimeSettings, source_uri: str, frames: int,
     niceness: int = NICENESS,
-) -> tuple[float, dict]:
-    """The whole stream loop (``edge run``'s) from reading the clip to the JSONL line."""
+) -> tuple[float, float, dict]:
+    """The whole stream loop (``edge run``'s) from reading the clip to the JSONL line.
+
+    Returns frames a second, this process's CPU milliseconds a frame (not the attribute
+    process's) and the attribute process's counts.
+    """
     worker = None
     if settings.attributes:
         options = model_options(bundle, "attributes", settings.attribute_threads)
@@ -108,14 +116,14 @@ def loop_fps(
     models = StreamModels(detector, worker)
     with tempfile.TemporaryDirectory() as tmp, open_source(source_uri) as source:
         loop = StreamLoop(source, lambda: models, lambda: settings, [JsonlSink(Path(tmp) / "d.jsonl")])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loop.run(max_frames=frames)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     stats = {}
     if worker is not None:
         stats = worker.stats()
         worker.close()
-    return loop.frames / seconds, stats
+    return loop.frames / seconds, 1000 * cpu / loop.frames, stats
 
 
 def precision_figures(
@@ -129,7 +137,7 @@ def precision_figures(
     rows, reference = [], None
     for precision in precisions:
         detector = load_detector(bundle, {**options, "precision": precision})
-        fps = bare_fps(detector, source_uri, frames)
+        fps, _ = bare_fps(detector, source_uri, frames)
         boxes = [detector(image).boxes for image in images]
         detector.backend.close()
         reference = reference or boxes
@@ -177,27 +185,34 @@ def standin_bundle(bundle_dir: Path, folder: Path, latency_s: float, source_uri:
     return folder
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round's figures: frames a second, and CPU milliseconds a frame of this process."""
+
+    bare: float
+    off: float
+    on: float
+    """NaN for a bundle without an attribute model."""
+    bare_cpu_ms: float
+    off_cpu_ms: float
+    stats: dict
+    """The attribute process's counts."""
+
+
 def side_by_side(
     detector: Detector, bundle: Bundle, off: RuntimeSettings, on: RuntimeSettings, source: str, frames: int
-) -> tuple[float, float, float, dict]:
-    """One round, one after the other: the bare backend, the loop with attributes off, then on.
-
-    Returns
-    -------
-    tuple
-        The three figures (frames a second; NaN with attributes on for a bundle without
-        them) and the attribute process's counts.
-    """
-    bare = bare_fps(detector, source, frames)
-    off_fps, _ = loop_fps(detector, bundle, off, source, frames)
-    on_fps, stats = loop_fps(detector, bundle, on, source, frames) if bundle.has("attributes") else (
-        float("nan"), {})
-    return bare, off_fps, on_fps, stats
+) -> Round:
+    """One round, one after the other: the bare backend, the loop with attributes off, then on."""
+    bare, bare_cpu = bare_fps(detector, source, frames)
+    off_fps, off_cpu, _ = loop_fps(detector, bundle, off, source, frames)
+    on_fps, _, stats = loop_fps(detector, bundle, on, source, frames) if bundle.has("attributes") else (
+        float("nan"), float("nan"), {})
+    return Round(bare, off_fps, on_fps, bare_cpu, off_cpu, stats)
 
 
-def ratios(rounds: list[tuple[float, float, float, dict]], which: int) -> str:
-    """Say the median of the rounds' ratios of figure ``which`` to their bare one, and their range."""
-    each = sorted(r[which] / r[0] for r in rounds)
+def ratios(each: list[float]) -> str:
+    """Say the median of the rounds' ratios, and their range."""
+    each = sorted(each)
     return f"{float(np.median(each)):.3f} ({each[0]:.3f}-{each[-1]:.3f})"
 
 
@@ -210,6 +225,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of bare, attrs off and attrs on, side by side: the ratios are each "
                              "round's, their median shown with their range (a shared machine's load moves)")
+    parser.add_argument("--tracker", default=RuntimeSettings().tracker, help="the stream's tracker")
     parser.add_argument("--threads", type=int, default=None, help="detector threads (default: the backend's)")
     parser.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                         help="more detector backend options (integers as such)")
@@ -226,7 +242,7 @@ def main() -> None:
             options = {"soc": "rk3588", **options}
         bundle = load_bundle(bundle_dir)
         detector = load_detector(bundle, model_options(bundle, "detector", args.threads, options))
-        off = RuntimeSettings(attributes=False)
+        off = RuntimeSettings(attributes=False, tracker=args.tracker)
         print(f"{args.frames} frames of {args.source}, bundle {args.bundle}"
               f"{' on the RKNNLite stand-in' if args.rknn_standin is not None else ''}, "
               f"{type(detector.backend).__name__} {detector.backend.parallel} in parallel, "
@@ -234,14 +250,16 @@ def main() -> None:
         on = off.model_copy(update={"attributes": True})
         rounds = [side_by_side(detector, bundle, off, on, args.source, args.frames)
                   for _ in range(args.rounds)]
-        bare, flight, with_attrs = (float(np.median([r[k] for r in rounds])) for k in range(3))
-        stats = rounds[-1][3]
+        figures = ("bare", "off", "on", "bare_cpu_ms", "off_cpu_ms")
+        bare, flight, with_attrs, bare_cpu, off_cpu = (float(np.median([getattr(r, k) for r in rounds]))
+                                                       for k in figures)
+        stats = rounds[-1].stats
         backend = detector.backend
         detector.backend = Serial(backend)
-        serial, _ = loop_fps(detector, bundle, off, args.source, args.frames)
+        serial, _, _ = loop_fps(detector, bundle, off, args.source, args.frames)
         detector.backend = backend
-        as_nice, stats_as_nice = (loop_fps(detector, bundle, on, args.source, args.frames, niceness=0)
-                                  if bundle.has("attributes") else (float("nan"), {}))
+        as_nice, _, stats_as_nice = (loop_fps(detector, bundle, on, args.source, args.frames, niceness=0)
+                                     if bundle.has("attributes") else (float("nan"), float("nan"), {}))
         tracking = tracker_ms(detector, args.source, min(args.frames, 100), off.tracker)
         backend.close()
         by_precision = []
@@ -253,11 +271,16 @@ def main() -> None:
           "their median (lowest-highest)")
     print(f"bare backend, in flight           {bare:6.2f} fps")
     print(f"end to end, serial, attrs off     {serial:6.2f} fps  ratio {serial / bare:.3f}")
-    print(f"end to end, in flight, attrs off  {flight:6.2f} fps  ratio {ratios(rounds, 1)} (target >= 0.93), "
+    off_ratio, on_ratio = (ratios([getattr(r, k) / r.bare for r in rounds]) for k in ("off", "on"))
+    print(f"end to end, in flight, attrs off  {flight:6.2f} fps  ratio {off_ratio} (target >= 0.93), "
           f"in-flight gain {flight / serial:.2f}x")
-    print(f"end to end, in flight, attrs on   {with_attrs:6.2f} fps  ratio {ratios(rounds, 2)} "
+    print(f"end to end, in flight, attrs on   {with_attrs:6.2f} fps  ratio {on_ratio} "
           f"(target >= 0.85; the attribute process {NICENESS} nicer)")
     print(f"  the same, attribute process as nice {as_nice:6.2f} fps  ratio {as_nice / bare:.3f}")
+    print(f"CPU a frame, this process: bare {bare_cpu:.1f} ms, end to end with attrs off {off_cpu:.1f} ms, "
+          f"the loop's own work {off_cpu - bare_cpu:.1f} ms; their ratio "
+          f"{ratios([r.bare_cpu_ms / r.off_cpu_ms for r in rounds])} (the fps ratio where inference fills "
+          "every core, without other tenants' noise)")
     print(f"tracker {off.tracker} update       {tracking:6.2f} ms a frame, "
           f"{tracking * flight / 10:.1f}% of a frame in flight")
     for label, counts in (("nicer", stats), ("as nice", stats_as_nice)):

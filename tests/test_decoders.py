@@ -29,13 +29,13 @@ OUTPUT = ["-pix_fmt", "bgr24", "-f", "rawvideo", "pipe:1"]
 def split(command: list[str]) -> tuple[list[str], list[str], str]:
     """Return the input options (between the common head and ``-i``), the rest, and ``-vf``."""
     at = command.index("-i")
-    return command[5:at], command[at:], command[command.index("-vf") + 1]
+    return command[7:at], command[at:], command[command.index("-vf") + 1]
 
 
 def test_software_command_in_full() -> None:
     assert ffmpeg_command(RTSP, PRESETS["software"], "h264", (640, 360)) == [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-rtsp_transport", "tcp", "-timeout", "5000000",
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-filter_threads", "1",
+        "-rtsp_transport", "tcp", "-timeout", "5000000", "-threads", "1",
         "-i", "rtsp://cam/live", "-map", "0:v:0", "-vf", "scale=w=640:h=360",
         "-vsync", "passthrough", *OUTPUT,
     ]  # fmt: skip
@@ -72,7 +72,7 @@ def test_each_preset_decodes_and_scales_where_its_hardware_is(
 ) -> None:
     command = ffmpeg_command(RTSP, PRESETS[preset], codec, (640, 360))
     before, after, video_filter = split(command)
-    assert before == ["-rtsp_transport", "tcp", "-timeout", "5000000", *inputs]
+    assert before == ["-rtsp_transport", "tcp", "-timeout", "5000000", "-threads", "1", *inputs]
     assert video_filter == chain
     assert after[-len(OUTPUT) :] == OUTPUT
 

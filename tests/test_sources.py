@@ -521,6 +521,22 @@ def test_no_ffmpeg_is_left_behind_by_close(server: RtspServer) -> None:
     assert ffmpeg_processes() == []
 
 
+def ffmpeg_threads(url: str, **changes: object) -> int:
+    """Decode ``url`` with ffmpeg; return how many threads its process runs."""
+    with open_source(url, ffmpeg(**changes)) as source:
+        take(source, 3)
+        (process,) = ffmpeg_processes()
+        return process.num_threads()
+
+
+@needs_rtsp
+def test_a_cameras_ffmpeg_decodes_and_scales_in_one_thread_each(server: RtspServer) -> None:
+    # Measured with the clip's 1080p H.264 on 2 cores: 3 threads instead of 10, and 62 MB
+    # (USS) instead of 78. The operator's input options may ask for more.
+    assert ffmpeg_threads(server.url) <= 3
+    assert ffmpeg_threads(server.url, input_args=("-threads", "4")) > 3
+
+
 @needs_rtsp
 def test_what_ffprobe_and_ffmpeg_said_is_the_error(server: RtspServer) -> None:
     missing = server.url + "-missing"

@@ -36,9 +36,11 @@ bounded open and read timeouts so a dead camera cannot hang the reader:
 
 Either way `Source.native_size` is the camera's own size, to map results back to it,
 and ``stats()["decode_cpu_percent"]`` what decoding a live stream costs: the CPU time of
-its ffmpeg subprocess, or of OpenCV's decoding, which for a live stream runs in the
-reader thread alone (one decoding thread per camera: cameras decode side by side on a
-board's cores, and the cost is measurable per camera).
+its ffmpeg subprocess, or of OpenCV's decoding. OpenCV decodes every source in the
+thread that reads it alone (a live stream's reader thread, a file's stream loop): one
+decoding thread per camera, so cameras decode side by side on a board's cores, the cost
+is measurable per camera, and no pool of decoding threads takes cores from the
+inference (on the clip, 0.2 ms of CPU a frame less than FFmpeg's threads).
 """
 
 from __future__ import annotations
@@ -870,17 +872,17 @@ def _open_capture(target: str, options: SourceOptions, live: bool) -> cv2.VideoC
         cap = cv2.VideoCapture(options.gstreamer.replace("{uri}", target), cv2.CAP_GSTREAMER)
         how = "with the GStreamer pipeline (is OpenCV built with GStreamer?)"
     else:
-        params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            round(options.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            round(options.read_timeout_s * 1000),
-            # A live stream decodes in its reader thread only (see the module doc).
-            cv2.CAP_PROP_N_THREADS,
-            1,
-        ]
+        # Every source decodes in the thread that reads it (see the module doc).
+        params = [cv2.CAP_PROP_N_THREADS, 1]
+        if live:
+            params += [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                round(options.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                round(options.read_timeout_s * 1000),
+            ]
         with _ffmpeg_transport(options.transport if live else None):
-            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params if live else [])
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
         how = "(unreachable or refused)" if live else "(not a video, or an unsupported format)"
     if not cap.isOpened():
         raise SourceError(f"{redact(target)}: cannot open {how}")
