@@ -14,16 +14,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from ports import PortHolder, free_port
 from waiting import wait_until
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Broker:
@@ -53,7 +48,7 @@ class Broker:
             lines += ["allow_anonymous true"]
         self._conf.write_text("\n".join(lines) + "\n")
         self._process: subprocess.Popen | None = None
-        self._holder: socket.socket | None = None
+        self._holder = PortHolder(self.port)
 
     def _password_file(self, passwords: dict[str, str]) -> Path:
         assert MOSQUITTO_PASSWD is not None, "mosquitto_passwd is needed for a broker with passwords"
@@ -70,9 +65,7 @@ class Broker:
         self._process = subprocess.Popen([MOSQUITTO, "-c", str(self._conf)], stdout=log, stderr=log)
         log.close()
         wait_until(self._accepts, f"mosquitto on port {self.port} (see {self.folder}/mosquitto.log)", 20)
-        if self._holder is not None:
-            self._holder.close()
-            self._holder = None
+        self._holder.release()
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -81,19 +74,7 @@ class Broker:
             self._process.send_signal(sig)
             self._process.wait(20)
         self._process = None
-        self._hold_port()
-
-    def _hold_port(self) -> None:
-        """Keep the port bound while the broker is down, until :meth:`start` has it listening.
-
-        Another test's free port could otherwise be this one: its server (another broker,
-        in the full parallel suite) would answer this broker's clients. Bound with
-        SO_REUSEADDR and not listening, the holder lets mosquitto (which sets it too) bind.
-        """
-        holder = socket.socket()
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", self.port))
-        self._holder = holder
+        self._holder.hold()  # until start() has it listening again
 
     def _accepts(self) -> bool:
         assert self._process is not None and self._process.poll() is None, "mosquitto exited"

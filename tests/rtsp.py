@@ -21,11 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ports import HOST, PortHolder, free_port
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 READY = "listening"
 """What the server prints once it listens on its port."""
-HOST = "127.0.0.1"
 GI_CHECK = 'import gi; gi.require_version("GstRtspServer", "1.0")'
 ENCODED = Path(__file__).resolve().parents[1] / "build" / "rtsp"
 """Where `encoded_clip` keeps the streams it made (ignored by git)."""
@@ -52,13 +53,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 class RtspServer:
     """One RTSP server process on a fixed port, which can be stopped and started again."""
 
@@ -76,6 +70,7 @@ class RtspServer:
         self._args += ["--stream", str(stream)] if stream else []
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes]
+        self._holder = PortHolder(self.port)
 
     def start(self, timeout_s: float = 20.0) -> None:
         """Start the server and return once it says it listens and its port accepts connections.
@@ -94,6 +89,7 @@ class RtspServer:
                 self.stop()
                 raise RuntimeError(f"RTSP server on port {self.port} did not start: {output}")
             time.sleep(0.05)
+        self._holder.release()
 
     def stop(self) -> None:
         """Kill the server by its PID (abruptly, like a crashing camera) and reap it."""
@@ -102,6 +98,7 @@ class RtspServer:
             self._process.wait()
             self._process = None
             self._log.close()
+            self._holder.hold()  # until start() has it listening again
 
     def freeze(self) -> None:
         """Suspend the server: its connections stay open, but it sends and answers nothing."""

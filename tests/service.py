@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import requests
 import yaml
+from ports import HOST, free_port
 from prometheus_client.parser import text_string_to_metric_families
-from rtsp import HOST, free_port
 from waiting import wait_until
 
 

@@ -17,13 +17,6 @@ from pathlib import Path
 SSHD = "/usr/sbin/sshd"
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def keygen(path: Path) -> Path:
     """Make an ed25519 key pair at ``path`` (and ``path.pub``) unless it exists."""
     if not path.exists():

@@ -120,3 +120,11 @@ def test_bad_input_fails_clearly_and_writes_nothing(case, message, clip, bundle_
     assert "Traceback" not in result.stderr
     assert not out.exists() or not any(out.iterdir())
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_collect_refuses_an_unknown_tracker_before_reading_anything(clip, tmp_path):
+    out = tmp_path / "dataset"
+    result = edge("collect", str(clip), "--out", str(out), "--tracker", "deepsort")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("edge: error: unknown tracker 'deepsort'")
+    assert "frame/s" not in result.stderr and not out.exists()

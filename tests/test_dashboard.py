@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rtsp import HOST, RtspServer, free_port, unavailable_reason
+from ports import HOST, free_port
+from rtsp import RtspServer, unavailable_reason
 from service import EdgeService
 from waiting import wait_until
 

@@ -54,8 +54,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ports import free_port
 from rtsp import SYSTEM_PYTHON, RtspServer, unavailable_reason
-from sshd import SSHD, SshDevice, free_port, keygen
+from sshd import SSHD, SshDevice, keygen
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ from pathlib import Path
 import pytest
 from arm64 import Board, emulation_problem
 from conftest import dist_lock
-from sshd import free_port, keygen
+from ports import free_port
+from sshd import keygen
 from test_deploy import ANSIBLE, DEPLOY_BIN, EXAMPLE, Fleet, Run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from edge.settings.arguments import (
     run_command,
 )
 from edge.settings.environment import environment_names, load_service_settings
-from edge.settings.runtime import LIVE, LIVE_KEYS, PolicySettings, RuntimeSettings
+from edge.settings.runtime import LIVE, LIVE_KEYS, PolicySettings, RuntimeSettings, TrackerName
 from edge.settings.service import CameraSettings, Detect, MqttSettings, ServiceSettings
 from edge.settings.values import (
     NAME_PATTERN,
@@ -49,7 +49,7 @@ from edge.settings.values import (
 __all__ = [
     "LIVE", "LIVE_KEYS", "NAME_PATTERN", "POSITIONAL", "CameraSettings", "ConfigError", "Count", "Detect",
     "MqttSettings", "NonEmpty", "Options", "PolicySettings", "Rate", "RuntimeSettings", "Seconds",
-    "ServiceSettings", "UnitInterval", "add_command", "add_model_arguments", "check_name",
+    "ServiceSettings", "TrackerName", "UnitInterval", "add_command", "add_model_arguments", "check_name",
     "environment_names", "load_service_settings", "model_from_arguments", "option", "quiet_field",
     "run_command", "validated",
     "arguments", "environment", "runtime", "service", "values",  # the modules, for the API reference

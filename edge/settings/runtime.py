@@ -36,6 +36,10 @@ def _known_tracker(name: str) -> str:
     return name
 
 
+TrackerName = Annotated[str, AfterValidator(_known_tracker)]
+"""A tracker's name (:mod:`edge.runtime.trackers`), checked against the registry and the
+install, without importing any tracker library."""
+
 LIVE = {"live": True}
 """Marks a field that ``PATCH /api/config`` may change while streams run."""
 
@@ -107,7 +111,7 @@ class RuntimeSettings(PolicySettings):
 
     conf_th: UnitInterval = Field(0.3, description="confidence threshold", json_schema_extra=LIVE)
     iou_th: UnitInterval = Field(0.7, description="NMS IoU threshold", json_schema_extra=LIVE)
-    tracker: Annotated[str, AfterValidator(_known_tracker)] = Field(
+    tracker: TrackerName = Field(
         DEFAULT_TRACKER, description="ocsort (default), bytetrack, sort; sfsort, boxmot-bytetrack (BoxMOT)")
     threads: Count | None = Field(None, description="detector threads (default: the backend's, every core)")
     detect_fps: Rate | None = Field(None, description="most frames detected a second (default: every one)")

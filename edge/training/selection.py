@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.runtime.trackers import DEFAULT_TRACKER
-from edge.settings import Count, option
+from edge.settings import Count, TrackerName, option
 
 if TYPE_CHECKING:  # the index needs OpenCV, which the command line is built without
     from edge.training.duplicates import DuplicateIndex
@@ -59,7 +59,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tracker: str = Field(DEFAULT_TRACKER, description="tracker")
+    tracker: TrackerName = Field(DEFAULT_TRACKER, description="tracker")
     conf_th: float = Field(0.3, gt=0.0, lt=1.0, description="detector threshold (tracking)")
     min_score: float = Field(0.5, gt=0.0, lt=1.0, description="least confidence of a kept crop")
     min_height: Count = Field(64, description="least crop height in pixels")
