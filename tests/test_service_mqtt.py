@@ -77,7 +77,11 @@ def test_each_track_of_the_clip_is_new_then_ended_once(service, subscriber):
         return Counter(e["type"] for e in events(subscriber) if e["source"] == "walk.0")
 
     # The stream closes after the job ends, and with it the tracks still open.
-    wait_until(lambda: heard()["end"] >= heard()["new"] > 0, "an end for every new track")
+    try:
+        wait_until(lambda: heard()["end"] >= heard()["new"] > 0, "an end for every new track")
+    except AssertionError as e:  # say what the publisher saw (a drop would explain it)
+        raise AssertionError(f"{e}: heard {dict(heard())}, publisher {service.json('GET', '/status')['mqtt']}"
+                             ) from None
     time.sleep(1)  # anything more (a second end would be a bug) has arrived by now
     mine = [e for e in events(subscriber) if e["source"] == "walk.0"]
     kinds = Counter(e["type"] for e in mine)
