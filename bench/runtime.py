@@ -15,9 +15,11 @@ the in-flight gain over serial, and the ratios end-to-end / bare (targets on 2 c
 >= 0.93 off, >= 0.85 on). The bare backend and the loop with attributes off and on are
 measured side by side in ``--rounds`` rounds (3): each round's ratios are to its own bare
 figure, and their median is shown with their range, so that a shared machine's load,
-which moves within a minute, weighs less. ``--rknn-standin`` runs the same on the RKNNLite stand-in
-(tests/standins) whose three cores answer with the bundle's ONNX after a simulated
-latency, to show three frames in flight on an RK3588's pool.
+which moves within a minute, weighs less; so is this process's CPU time a frame, bare and
+with attributes off (their ratio is the fps ratio where inference fills every core,
+untouched by other tenants' load on wall time). ``--rknn-standin`` runs the same on the
+RKNNLite stand-in (tests/standins) whose three cores answer with the bundle's ONNX after
+a simulated latency, to show three frames in flight on an RK3588's pool.
 
 For a bundle whose backend chooses a float precision (OpenVINO), the bare backend is then
 measured again at every precision the device offers (``--precisions``), with the largest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -9,7 +10,7 @@ from edge.bundle import DflOutput, InputSpec, Preprocess, load_bundle
 from edge.runtime.backends.base import open_backend
 from edge.runtime.detector import DECODERS, Detector, _grid, decode_dfl, letterbox, nms, to_tensor
 from edge.runtime.golden import box_iou
-from edge.runtime.models import open_model
+from edge.runtime.models import load_detector, open_model
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,12 @@ def ultralytics_model(weights):
     from ultralytics import YOLO
 
     return YOLO(str(weights))
+
+
+def test_a_process_that_detects_runs_opencv_in_its_callers_threads(bundle_dir):
+    cv2.setNumThreads(-1)  # OpenCV's default: a pool over every core
+    load_detector(load_bundle(bundle_dir)).backend.close()
+    assert cv2.getNumThreads() == 1
 
 
 def test_matches_ultralytics_predict(detector, ultralytics_model, clip_frames):

@@ -531,8 +531,7 @@ def ffmpeg_threads(url: str, **changes: object) -> int:
 
 @needs_rtsp
 def test_a_cameras_ffmpeg_decodes_and_scales_in_one_thread_each(server: RtspServer) -> None:
-    # Measured with the clip's 1080p H.264 on 2 cores: 3 threads instead of 10, and 62 MB
-    # (USS) instead of 78. The operator's input options may ask for more.
+    # What that saves: edge.runtime.decoders.ffmpeg_command. The operator's options may ask for more.
     assert ffmpeg_threads(server.url) <= 3
     assert ffmpeg_threads(server.url, input_args=("-threads", "4")) > 3
 
@@ -570,6 +569,14 @@ def test_decode_cost_is_measured_per_camera_and_grows_with_the_picture(
     # times the CPU time (measured: 1.4 % and 4.4 % with OpenCV, 1.0 % and 6.6 % with
     # ffmpeg), whatever else the machine is doing.
     assert costs[1] > 1.5 * costs[0], costs
+
+
+def test_a_file_decodes_in_the_thread_that_reads_it(clip: Path) -> None:
+    # FFmpeg's own decoding threads would add to this process's (one more here, on 2 cores).
+    before = psutil.Process().num_threads()
+    with open_source(str(clip)) as source:
+        take(source, 5)
+        assert psutil.Process().num_threads() == before
 
 
 def test_a_files_decode_cost_is_not_measured(clip: Path) -> None:
